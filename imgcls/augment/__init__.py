@@ -1,0 +1,1 @@
+"""Device side of the pipeline: the fused batch augmentation and normalization."""

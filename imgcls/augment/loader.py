@@ -1,0 +1,93 @@
+"""Where the CPU pipeline meets the device: uint8 batches are copied over, then augmented there.
+
+Every training batch gets its own seed, derived from (run seed, epoch key, batch number), for the device
+generator that draws its augmentation parameters and for callbacks (MixUp) that need randomness. So a run
+resumed at batch k draws exactly what the original run drew at batch k, with no generator state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader
+
+from imgcls.augment.pipeline import BatchAugment
+from imgcls.data.dataset import BadItem
+from imgcls.data.loaders import Batch, EpochBatchSampler, check_batch
+
+
+@dataclass
+class DeviceBatch:
+    images: torch.Tensor  # float, augmented, normalized, on the device
+    targets: torch.Tensor
+    indices: torch.Tensor  # item indices (CPU)
+    seed: int
+
+
+def batch_seed(seed: int, epoch_key: int, batch: int) -> int:
+    return ((seed * 1_000_003 + epoch_key) * 1_000_003 + batch) % (1 << 62)
+
+
+class BatchSource(Protocol):
+    """What the loop iterates: a streaming DataLoader here, or a device-resident dataset (data.mode)."""
+
+    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[DeviceBatch]: ...
+
+
+class DeviceLoader:
+    """Iterates a DataLoader of uint8 Batches and yields augmented DeviceBatches on `device`."""
+
+    def __init__(
+        self,
+        loader: DataLoader[Batch],
+        sampler: EpochBatchSampler,
+        augment: BatchAugment,
+        device: torch.device,
+        *,
+        train: bool,
+        seed: int,
+        on_bad_image: str = "error",
+        channels_last: bool = False,
+    ) -> None:
+        self.loader, self.sampler, self.augment, self.device = loader, sampler, augment, device
+        self.train, self.seed, self.on_bad_image, self.channels_last = train, seed, on_bad_image, channels_last
+        self.generator = torch.Generator(device=device) if train else None
+        self.epoch_key = 0
+        self.skipped: list[BadItem] = []
+
+    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
+        self.epoch_key = epoch_key
+        self.sampler.set_epoch(epoch_key, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[DeviceBatch]:
+        number = self.sampler.start_batch
+        for batch in self.loader:
+            check_batch(batch, self.on_bad_image, self.skipped)
+            if len(batch) == 0:
+                number += 1
+                continue
+            seed = batch_seed(self.seed, self.epoch_key, number)
+            number += 1
+            yield self.to_device(batch, seed)
+
+    def to_device(self, batch: Batch, seed: int) -> DeviceBatch:
+        images, targets = batch.to(self.device)
+        if self.generator is not None:
+            self.generator.manual_seed(seed)
+        points = targets if targets.ndim == 3 else None  # point targets (N, P, 2) follow the geometry
+        x, moved = self.augment(images, points, train=self.train, generator=self.generator)
+        if moved is not None:
+            targets = moved
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return DeviceBatch(x, targets, batch.indices, seed)

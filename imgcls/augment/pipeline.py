@@ -1,0 +1,165 @@
+"""The batch transform: uint8 batch on the device -> augmented, resized, normalized float batch.
+
+Train: per-image flip, rotation, zoom, warp and random crop in ONE grid_sample, then brightness and contrast.
+Valid: only the resize to the final size (and the centre square crop when min_scale < 1), through the same
+sampler so that train and valid images are resampled alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from imgcls.augment.geometry import (
+    GeometryParams,
+    affine_matrices,
+    sampling_grid,
+    transform_points,
+    warp_coefficients,
+)
+from imgcls.spec.data import AugmentSpec
+
+_GRID_PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel (x - mean) / std on the [0, 1] scale."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        return images * std + mean
+
+
+IMAGENET = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def logit(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(_EPS, 1 - _EPS)
+    return torch.log(x / (1 - x))
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """fastai's aug_transforms(size=...) + Normalize, fused. `size` is (height, width); None keeps the input's."""
+
+    spec: AugmentSpec
+    size: tuple[int, int] | None = None
+    normalizer: Normalizer | None = None
+
+    def with_size(self, size: tuple[int, int] | None) -> BatchAugment:
+        return replace(self, size=size)
+
+    def with_normalizer(self, normalizer: Normalizer | None) -> BatchAugment:
+        return replace(self, normalizer=normalizer)
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        points: torch.Tensor | None = None,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Augment (train) or just resize (valid) a uint8 (N, C, H, W) batch; points (N, P, 2) follow."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected a uint8 (N, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
+        x = images.float().div_(255.0)
+        augment = train and self.spec.enabled
+        params = self.draw(x.shape[0], x.device, generator) if augment else self.identity(x.shape[0], x.device)
+        x, points = self.resample(x, points, params, augment)
+        if augment and self.spec.max_lighting > 0:
+            x = self.lighting(x, generator)
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        return x, points
+
+    # --- geometry ---------------------------------------------------------------------------------------
+
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> GeometryParams:
+        """Independent per-image draws, all from one call to the generator."""
+        spec, mult = self.spec, self.spec.mult
+        u = torch.rand(n, 15, device=device, generator=generator)
+        # Rotation, zoom and each warp direction are switched on independently with p_affine, as in fastai.
+        on = u[:, 0:4] < spec.p_affine
+        if spec.flip_vert:
+            flip = torch.where(u[:, 4] < 0.5, (u[:, 5] * 8).floor().clamp(max=7), 0.0)
+        else:
+            flip = torch.where((u[:, 4] < 0.5) & spec.do_flip, -1.0, 1.0)
+        angle = (2 * u[:, 6] - 1) * spec.max_rotate * mult * on[:, 0]
+        zoom = torch.where(on[:, 1], spec.min_zoom + u[:, 7] * (spec.max_zoom - spec.min_zoom), 1.0)
+        warp = spec.max_warp * mult
+        # A square crop of min_scale..1 of the area (fastai's RandomResizedCropGPU with ratio (1, 1)), per image.
+        crop = torch.sqrt(spec.min_scale + u[:, 12] * (1 - spec.min_scale))
+        return GeometryParams(
+            flip=flip,
+            angle=angle,
+            zoom=zoom,
+            zoom_x=u[:, 8],
+            zoom_y=u[:, 9],
+            crop=crop,
+            crop_x=u[:, 13],
+            crop_y=u[:, 14],
+            warp_x=(2 * u[:, 10] - 1) * warp * on[:, 2],
+            warp_y=(2 * u[:, 11] - 1) * warp * on[:, 3],
+        )
+
+    def identity(self, n: int, device: torch.device) -> GeometryParams:
+        zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
+        halves = torch.full((n,), 0.5, device=device)
+        flip = zeros if self.spec.flip_vert else ones
+        return GeometryParams(flip, zeros, ones, halves, halves, ones, halves, halves, zeros, zeros)
+
+    def resample(
+        self, x: torch.Tensor, points: torch.Tensor | None, params: GeometryParams, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        in_size = (x.shape[2], x.shape[3])
+        out_size = self.size or in_size
+        square = in_size[0] == in_size[1]
+        # Decided from the spec, not the drawn values, so that the device never waits for the host.
+        if not augment and out_size == in_size and (square or self.spec.min_scale == 1):
+            return x, points
+        matrices = affine_matrices(params, in_size, self.spec.flip_vert, square_crop=self.spec.min_scale < 1)
+        homography = warp_coefficients(params.warp_x, params.warp_y) if augment and self.spec.max_warp > 0 else None
+        if points is not None:
+            points = transform_points(points, matrices, homography)
+        grid = sampling_grid(matrices, out_size, homography)
+        x = self._antialias(x, out_size)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode=_GRID_PADDING[self.spec.pad_mode], align_corners=False)
+        return x, points
+
+    @staticmethod
+    def _antialias(x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """Area-downsample to twice the output size first when the input is larger than that: bilinear
+        sampling alone reads only 4 source pixels per output pixel and would alias (fastai's rule, taken with
+        no zoom so that no batch statistic has to be read back from the device)."""
+        factor = min(x.shape[2] / out_size[0], x.shape[3] / out_size[1]) / 2
+        if factor > 1:
+            size = (max(1, math.floor(x.shape[2] / factor)), max(1, math.floor(x.shape[3] / factor)))
+            return F.interpolate(x, size=size, mode="area")
+        return x
+
+    # --- lighting ---------------------------------------------------------------------------------------
+
+    def lighting(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Brightness then contrast, per image, in logit space: sigmoid(c * (logit(x) + logit(b)))."""
+        n, light = x.shape[0], self.spec.max_lighting * self.spec.mult
+        u = torch.rand(n, 4, device=x.device, generator=generator)
+        brightness = torch.where(u[:, 0] < self.spec.p_lighting, 0.5 * (1 - light) + u[:, 1] * light, 0.5)
+        log_c = math.log(1 - min(light, 0.999))
+        contrast = torch.where(u[:, 2] < self.spec.p_lighting, torch.exp(log_c + u[:, 3] * (-2 * log_c)), 1.0)
+        shift = logit(brightness).view(n, 1, 1, 1)
+        return torch.sigmoid((logit(x) + shift) * contrast.view(n, 1, 1, 1))

@@ -1,0 +1,136 @@
+"""The command line: parse, load the spec, call one function. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console as RichConsole
+
+from imgcls.errors import ImgclsError
+
+app = typer.Typer(
+    name="imgcls",
+    help="Train image classifiers from a YAML experiment spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SpecFile = Annotated[Path, typer.Argument(help="The experiment spec (YAML).")]
+RunDir = Annotated[Path, typer.Argument(help="A run folder written by `imgcls train`, e.g. runs/demo.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a spec value: --set data.bs=32 (dotted path = YAML value)."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")]
+
+
+def handled(command: F) -> F:
+    """Print an ImgclsError as 'error: ...' with its hint and exit with its code; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ImgclsError as err:
+            errors = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+            errors.print(f"error: {err.message}", style="red", markup=False)
+            if err.hint:
+                errors.print(f"  hint: {err.hint}", markup=False)
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console(quiet: bool = False) -> Any:
+    from imgcls.report.console import Console
+
+    return Console(quiet=quiet)
+
+
+@app.command("spec")
+@handled
+def spec_command(config: SpecFile, set_: SetOption = None) -> None:
+    """Print the resolved spec, every default written out."""
+    from imgcls.spec import dump_spec, load_spec
+
+    typer.echo(dump_spec(load_spec(config, set_)), nl=False)
+
+
+@app.command("summary")
+@handled
+def summary_command(
+    config: SpecFile,
+    set_: SetOption = None,
+    bs: Annotated[int, typer.Option(help="Items in the traced batch.")] = 4,
+    check: Annotated[bool, typer.Option("--check", help="Decode every item and list the unreadable files.")] = False,
+) -> None:
+    """Trace one item and one batch through every stage of the data pipeline."""
+    from imgcls.report.summary import summarize
+    from imgcls.spec import load_spec
+
+    problems = summarize(load_spec(config, set_), _console(), bs=bs, check=check)
+    if problems:
+        raise typer.Exit(3)
+
+
+@app.command("show-batch")
+@handled
+def show_batch_command(
+    config: SpecFile,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("batch.png"),
+    valid: Annotated[bool, typer.Option("--valid", help="Show validation images (no augmentation).")] = False,
+    n: Annotated[int, typer.Option(help="Number of images.")] = 9,
+    set_: SetOption = None,
+) -> None:
+    """Write a grid of training (or validation) images as the model sees them, with labels."""
+    from imgcls.data.datablock import build_data
+    from imgcls.report.show_batch import show_batch
+    from imgcls.spec import load_spec
+
+    spec = load_spec(config, set_)
+    console = _console()
+    path = show_batch(spec, build_data(spec.data), out, console, n=n, valid=valid)
+    console.info(f"wrote {path}")
+
+
+@app.command("train")
+@handled
+def train_command(
+    config: Annotated[Path | None, typer.Argument(help="The experiment spec (YAML).")] = None,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<name>, numbered if taken).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train the model the spec describes; checkpoints, metrics.csv and reports go to the run folder."""
+    from imgcls.spec import load_spec
+    from imgcls.train.folders import resume_run
+    from imgcls.train.run import train
+
+    if resume is not None:
+        spec, checkpoint = resume_run(resume, set_)
+        train(spec, resume, quiet=quiet, resume=checkpoint)
+        return
+    if config is None:
+        raise typer.BadParameter("give a spec file, or --resume RUN")
+    train(load_spec(config, set_), out, quiet=quiet)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="imgcls")
+
+
+if __name__ == "__main__":
+    main()

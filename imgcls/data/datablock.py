@@ -1,0 +1,64 @@
+"""The DataBlock: items -> labels -> split -> encoded targets, and the datasets of each split."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgcls.data.blocks import EncodedTargets, TargetInfo, encode_targets
+from imgcls.data.dataset import ImageDataset
+from imgcls.data.item_tfms import ItemTransform, build_item_transform
+from imgcls.data.items import ItemList, collect_items
+from imgcls.data.labels import label_items
+from imgcls.data.sources import resolve_root
+from imgcls.data.splits import SplitIndices, split_items
+from imgcls.spec.data import DataSpec
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Everything known about the data before any pixel is decoded."""
+
+    spec: DataSpec
+    items: ItemList
+    split: SplitIndices
+    targets: EncodedTargets
+    item_tfm: ItemTransform | None
+
+    @property
+    def info(self) -> TargetInfo:
+        return self.targets.info
+
+    def dataset(self, train: bool, seed: int) -> ImageDataset:
+        indices = self.split.train if train else self.split.valid
+        return ImageDataset(self.items.paths, self.targets, indices, self.item_tfm, train, seed)
+
+    def class_counts(self, train: bool) -> dict[str, int]:
+        """Items per label in one split (categories and multi-labels only)."""
+        indices = self.split.train if train else self.split.valid
+        vocab = self.info.vocab
+        values = self.targets.values[indices]
+        if self.info.kind == "category":
+            counts = Counter(int(v) for v in values)
+            return {vocab[i]: counts.get(i, 0) for i in range(len(vocab))}
+        if self.info.kind == "multi_category":
+            sums = values.sum(axis=0)
+            return {vocab[i]: int(sums[i]) for i in range(len(vocab))}
+        return {}
+
+    def valid_items(self) -> list[str]:
+        """Validation items relative to the data root: the record of the split kept with each run."""
+        return [self.items.relative(int(i)) for i in self.split.valid]
+
+
+def build_data(spec: DataSpec, quiet: bool = False) -> DataBundle:
+    root: Path = resolve_root(spec, quiet)
+    items = collect_items(root, spec.items)
+    labels = label_items(items, spec.labels)
+    split = split_items(items, spec.split)
+    targets = encode_targets(spec.target, labels, split)
+    return DataBundle(spec, items, split, targets, build_item_transform(spec.item_tfm))
+
+
+__all__ = ["DataBundle", "build_data"]

@@ -1,0 +1,96 @@
+"""One split of the items as a torch Dataset: (index, epoch) -> uint8 image, target, item index.
+
+Randomness (the item transform's crop window) comes from a generator seeded by (seed, epoch, index), so an
+item looks the same whichever worker loads it, and a resumed run sees exactly what the original run saw.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from imgcls.data.blocks import EncodedTargets, scale_points
+from imgcls.data.images import read_image
+from imgcls.data.item_tfms import ItemTransform, Window, apply_window
+from imgcls.errors import ImageReadError
+
+
+@dataclass(frozen=True)
+class BadItem:
+    """An item whose file could not be read; carried to the main process instead of raising in a worker."""
+
+    index: int
+    path: str
+    reason: str
+
+
+# HWC uint8 pixels, the encoded target, the item's index. Numpy, not tensors: a batch is stacked once in
+# the collate function, and its NHWC memory is what channels_last convolutions want anyway.
+Sample = tuple[np.ndarray, np.ndarray, int]
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A distinct, reproducible integer seed per (run seed, epoch, item)."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + index
+
+
+class ImageDataset(Dataset[Sample | BadItem]):
+    """Items `indices` of `paths`; `train` selects random (train) or centred (valid) item transforms."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        targets: EncodedTargets,
+        indices: np.ndarray,
+        item_tfm: ItemTransform | None,
+        train: bool,
+        seed: int,
+    ) -> None:
+        self.paths = [str(p) for p in paths]  # plain strings pickle fast into worker processes
+        self.targets = targets
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.item_tfm = item_tfm
+        self.train = train
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def window(self, index: int, epoch: int, size: tuple[int, int]) -> Window | None:
+        if self.item_tfm is None:
+            return None
+        rng = random.Random(item_seed(self.seed, epoch, index)) if self.train else None
+        return self.item_tfm.window(size, rng)
+
+    def load(self, position: int, epoch: int) -> tuple[np.ndarray, np.ndarray, Window | None]:
+        """HWC uint8 pixels, the encoded target and the window used, for the split's `position`-th item."""
+        index = int(self.indices[position])
+        plan: list[Window | None] = []
+
+        def draft_for(size: tuple[int, int]) -> tuple[int, int] | None:
+            plan.append(self.window(index, epoch, size))
+            return plan[0].draft_size(size) if plan[0] is not None else None
+
+        image, size = read_image(Path(self.paths[index]), draft_for)
+        window = plan[0]
+        pixels = apply_window(image, window, size) if window is not None else np.asarray(image)
+        return pixels, self.target(index, size, window), window
+
+    def target(self, index: int, size: tuple[int, int], window: Window | None) -> np.ndarray:
+        value = self.targets.values[index]
+        if self.targets.info.kind != "point":
+            return np.asarray(value)
+        points = scale_points(value, size)
+        return window.map_points(points, size) if window is not None else points
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Sample | BadItem:
+        position, epoch = key if isinstance(key, tuple) else (key, 0)
+        try:
+            pixels, target, _ = self.load(position, epoch)
+        except ImageReadError as err:
+            return BadItem(int(self.indices[position]), err.path, err.reason)
+        return pixels, target, int(self.indices[position])

@@ -1,0 +1,53 @@
+"""Errors a user can act on. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class ImgclsError(Exception):
+    """Base class: `message` says what went wrong, `hint` says what to do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+class SpecError(ImgclsError):
+    """The experiment spec (YAML file or --set override) is invalid."""
+
+    exit_code = 2
+
+
+class DataError(ImgclsError):
+    """Items, labels, splits or images cannot be turned into batches."""
+
+    exit_code = 3
+
+
+class ImageReadError(DataError):
+    """One image file cannot be decoded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"cannot read image {path}: {reason}",
+            hint="re-download or delete the file, or set data.on_bad_image: skip to leave such files out",
+        )
+        self.path = path
+        self.reason = reason
+
+
+class TrainingError(ImgclsError):
+    """Training cannot go on (NaN loss, class-count mismatch, missing checkpoint...)."""
+
+    exit_code = 4
+
+
+class TrainingInterrupted(ImgclsError):  # noqa: N818 - an outcome the user asked for, not an error
+    """The user pressed Ctrl-C; a checkpoint was saved."""
+
+    exit_code = 130

@@ -1,0 +1,1 @@
+"""After training: predictions, metrics, test-time augmentation, interpretation, export."""

@@ -1,0 +1,1 @@
+"""Models: timm bodies with a fastai-style head, in parameter groups."""

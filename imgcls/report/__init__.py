@@ -1,0 +1,1 @@
+"""What people look at: the console display, CSV files and PNG plots."""

@@ -1,0 +1,116 @@
+"""PNG plots: training curves, confusion matrices, the lr-find curve, image grids.
+
+matplotlib is imported inside each function with the Agg backend, so importing this module costs nothing and
+no display is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metrics(metrics_csv: Path, out: Path) -> Path:
+    """Losses (left) and every other metric (right) per epoch, stages marked by vertical lines."""
+    plt = _pyplot()
+    frame = pd.read_csv(metrics_csv)
+    x = np.arange(1, len(frame) + 1)
+    skip = {"stage", "phase", "epoch", "train_loss", "valid_loss", "lr", "seconds"}
+    others = [c for c in frame.columns if c not in skip]
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(x, frame["train_loss"], marker="o", label="train_loss (smoothed)")
+    ax.plot(x, frame["valid_loss"], marker="o", label="valid_loss")
+    ax.set_xlabel("epoch")
+    ax.set_title("loss")
+    ax.legend()
+    if others:
+        for column in others:
+            axes[0][1].plot(x, frame[column], marker="o", label=column)
+        axes[0][1].set_xlabel("epoch")
+        axes[0][1].set_title("validation metrics")
+        axes[0][1].legend()
+    changes = np.flatnonzero(frame["stage"].to_numpy()[1:] != frame["stage"].to_numpy()[:-1]) + 1.5
+    for axis in axes[0]:
+        for change in changes:
+            axis.axvline(change, color="grey", linestyle=":")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(matrix: np.ndarray, vocab: Sequence[str], out: Path, normalize: bool = False) -> Path:
+    """Rows are actual classes, columns predicted; `normalize` divides each row by its total."""
+    plt = _pyplot()
+    values = matrix.astype(float)
+    if normalize:
+        values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
+    n = len(vocab)
+    size = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(values, cmap="Blues")
+    ax.set_xticks(range(n), labels=list(vocab), rotation=90)
+    ax.set_yticks(range(n), labels=list(vocab))
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    ax.set_title("Confusion matrix" + (" (row-normalized)" if normalize else ""))
+    if n <= 30:
+        top = values.max() if values.size else 1
+        for i in range(n):
+            for j in range(n):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    color="white" if values[i, j] > top / 2 else "black",
+                    fontsize=8,
+                )
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    out: Path,
+    points: Sequence[Sequence[np.ndarray]] | None = None,
+    ncols: int | None = None,
+) -> Path:
+    """HWC uint8 images in a grid with a title each; `points` draws (x, y) pixel sets (true, predicted)."""
+    plt = _pyplot()
+    n = len(images)
+    ncols = ncols or min(n, 4)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3.2 * nrows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for index, (image, title) in enumerate(zip(images, titles, strict=True)):
+        axis = axes.ravel()[index]
+        axis.imshow(image)
+        axis.set_title(title, fontsize=8)
+        if points is not None:
+            for group, (colour, marker) in zip(points[index], (("lime", "o"), ("red", "x")), strict=False):
+                axis.scatter(group[:, 0], group[:, 1], c=colour, marker=marker, s=40)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

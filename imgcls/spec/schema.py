@@ -1,0 +1,59 @@
+"""The whole experiment spec: one validated, immutable object per YAML file."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from imgcls.spec.base import StrictModel
+from imgcls.spec.data import AugmentSpec, DataSpec
+from imgcls.spec.train import Callback, ModelSpec, RuntimeSpec, TrainSpec
+
+_METRICS_FOR_TARGET = {
+    "category": {"accuracy", "error_rate", "top_k_accuracy", "f1_macro"},
+    "multi_category": {"accuracy_multi", "f1_macro"},
+    "point": {"rmse", "mae"},
+    "regression": {"rmse", "mae"},
+}
+_LOSSES_FOR_TARGET = {
+    "category": {"auto", "cross_entropy", "label_smoothing_cross_entropy"},
+    "multi_category": {"auto", "bce_with_logits"},
+    "point": {"auto", "mse", "l1"},
+    "regression": {"auto", "mse", "l1"},
+}
+
+
+class Spec(StrictModel):
+    """An experiment: data -> augment -> model -> train, plus callbacks and runtime options."""
+
+    # Run folder name under runs/; unset = the spec file's stem.
+    name: str | None = None
+    seed: int = 42
+    data: DataSpec
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec
+    callbacks: list[Callback] = Field(default_factory=list)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @model_validator(mode="after")
+    def _fits_target(self) -> Spec:
+        target = self.data.target
+        for metric in self.train.metrics:
+            if metric.name not in _METRICS_FOR_TARGET[target]:
+                valid = ", ".join(sorted(_METRICS_FOR_TARGET[target]))
+                raise ValueError(f"metric '{metric.name}' does not apply to {target} targets; use {valid}")
+        if self.train.loss.name not in _LOSSES_FOR_TARGET[target]:
+            valid = ", ".join(sorted(_LOSSES_FOR_TARGET[target]))
+            raise ValueError(f"loss '{self.train.loss.name}' does not apply to {target} targets; use {valid}")
+        names = [cb.name for cb in self.callbacks]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"callbacks listed twice: {', '.join(duplicated)}")
+        return self
+
+    @property
+    def final_size(self) -> tuple[int, int] | None:
+        """The size batches reach the model at, before any stage overrides it."""
+        if self.augment.size is not None:
+            return self.augment.size
+        return self.data.item_tfm.size if self.data.item_tfm is not None else None

@@ -1,0 +1,91 @@
+"""The callback protocol: seven hooks, each given the loop's TrainState.
+
+Hooks fire in this order (pinned by tests/train/callbacks/test_order.py):
+
+    on_fit_start                        once per phase (fine_tune runs two)
+      on_epoch_start
+        on_batch_start                  xb/yb set; may replace them (MixUp, CutMix) or set loss_factor/skip_step
+        on_before_step                  gradients ready and unscaled; not called when skip_step is set
+        on_batch_end                    loss_value and preds set
+      on_epoch_end                      state.metrics holds the epoch's row; may set state.stop
+    on_fit_end
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from imgcls.train.state import TrainState
+
+
+class Callback:
+    """Override the hooks you need. `order` sorts callbacks: lower runs first."""
+
+    name: ClassVar[str] = "callback"
+    order: ClassVar[int] = 50
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Before the first epoch of a phase."""
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Before the first training batch of an epoch."""
+
+    def on_batch_start(self, state: TrainState) -> None:
+        """Before the forward pass of a training batch."""
+
+    def on_before_step(self, state: TrainState) -> None:
+        """After backward, before the optimizer step."""
+
+    def on_batch_end(self, state: TrainState) -> None:
+        """After the optimizer step (or the skipped step)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After validation, with the epoch's metrics."""
+
+    def on_fit_end(self, state: TrainState) -> None:
+        """After the last epoch of a phase (or an early stop)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for an exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
+
+HOOKS = (
+    "on_fit_start",
+    "on_epoch_start",
+    "on_batch_start",
+    "on_before_step",
+    "on_batch_end",
+    "on_epoch_end",
+    "on_fit_end",
+)
+
+
+class CallbackList:
+    """Callbacks sorted by order; `fire(hook, state)` calls each one, naming the callback in any error."""
+
+    def __init__(self, callbacks: list[Callback]) -> None:
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+
+    def fire(self, hook: str, state: TrainState) -> None:
+        for callback in self.callbacks:
+            try:
+                getattr(callback, hook)(state)
+            except Exception as err:
+                if hasattr(err, "add_note"):  # Python 3.11+
+                    err.add_note(f"in callback '{callback.name}', hook {hook}")
+                raise
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {cb.name: cb.state_dict() for cb in self.callbacks}
+
+    def load_state_dict(self, states: dict[str, dict[str, Any]]) -> None:
+        for callback in self.callbacks:
+            if callback.name in states:
+                callback.load_state_dict(states[callback.name])
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.callbacks)

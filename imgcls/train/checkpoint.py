@@ -1,0 +1,147 @@
+"""Checkpoints: one safetensors file holding weights, optimizer state and RNG states, with everything else
+(spec, vocab, normalization, loop position, callback states) as JSON in its header.
+
+Loading never unpickles anything. Writing goes to a temporary file that is fsynced and then renamed over
+the old checkpoint, so a kill at any moment leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from imgcls import __version__
+from imgcls.errors import TrainingError
+
+FORMAT = 1
+_META_KEY = "imgcls"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and torch.compile wrappers."""
+    inner = getattr(model, "module", model)
+    plain: nn.Module = getattr(inner, "_orig_mod", inner)
+    return plain
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{param_id}.{key}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        for index, value in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = value
+    return tensors
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(
+    path: Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    with_rng: bool = True,
+) -> Path:
+    """Atomically write `path` (weights, optimizer, RNG states as tensors; `meta` as JSON)."""
+    tensors = {f"model.{k}": v for k, v in unwrap(model).state_dict().items()}
+    full_meta = {
+        **meta,
+        "format": FORMAT,
+        "imgcls_version": __version__,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if optimizer is not None:
+        optim_tensors, optim_meta = _optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+        full_meta["optimizer"] = optim_meta
+    if with_rng:
+        tensors.update(_rng_tensors())
+    # safetensors refuses shared or strided storage: give every tensor its own contiguous CPU copy.
+    owned = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.tmp")
+    save_file(owned, str(scratch), metadata={_META_KEY: json.dumps(full_meta)})
+    with open(scratch, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(scratch, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    optimizer_tensors: dict[str, torch.Tensor]
+    rng: dict[str, torch.Tensor]
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """The optimizer's state_dict as torch expects it, or None if none was saved."""
+        saved = self.meta.get("optimizer")
+        if saved is None:
+            return None
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in self.optimizer_tensors.items():
+            _, param_id, name = key.split(".", 2)
+            state.setdefault(int(param_id), {})[name] = value
+        for param_id, values in saved["scalars"].items():
+            state.setdefault(int(param_id), {}).update(values)
+        return {"state": state, "param_groups": saved["param_groups"]}
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.rng["rng.cpu"])
+        cuda = [self.rng[k] for k in sorted(self.rng) if k.startswith("rng.cuda.")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint written by write_checkpoint (safetensors only: nothing is unpickled)."""
+    if not path.is_file():
+        raise TrainingError(f"checkpoint not found: {path}", hint="list the run's checkpoints/ folder")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError) as err:
+        raise TrainingError(f"{path} is not a readable imgcls checkpoint: {err}") from None
+    if _META_KEY not in header:
+        raise TrainingError(f"{path} is a safetensors file but not an imgcls checkpoint (no '{_META_KEY}' header)")
+    meta = json.loads(header[_META_KEY])
+    if meta.get("format") != FORMAT:
+        raise TrainingError(f"{path} has checkpoint format {meta.get('format')}; this imgcls reads format {FORMAT}")
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    return Checkpoint(path, meta, model_state, optimizer, rng)

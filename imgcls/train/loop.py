@@ -1,0 +1,133 @@
+"""The training loop: one phase, from wherever `state.position` says, with callbacks at visible points."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+
+import torch
+
+from imgcls.augment.loader import BatchSource, DeviceBatch
+from imgcls.errors import TrainingError, TrainingInterrupted
+from imgcls.train.callbacks.base import CallbackList
+from imgcls.train.optim import set_hypers
+from imgcls.train.schedule import progress
+from imgcls.train.state import TrainState
+
+
+class InterruptFlag:
+    """Ctrl-C sets a flag that the loop checks between batches, so a checkpoint is never taken mid-step.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: object = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+
+    def check(self, state: TrainState) -> None:
+        if self.requested:
+            pos = state.position
+            raise TrainingInterrupted(
+                f"interrupted at stage {pos.stage}, {state.phase_name} epoch {pos.epoch}, batch {pos.batch}"
+            )
+
+
+@dataclass
+class FitContext:
+    """What a phase trains with, besides the state."""
+
+    train: BatchSource
+    validate: Callable[[], dict[str, float]]
+    callbacks: CallbackList
+    scaler: torch.amp.GradScaler | None
+    interrupt: InterruptFlag
+    epoch_key: Callable[[int], int]
+    log_every: int = 10
+
+
+def check_finite(state: TrainState) -> None:
+    value = state.smooth.get()
+    if not math.isfinite(value):
+        pos = state.position
+        raise TrainingError(
+            f"the training loss became {value} at stage {pos.stage}, "
+            f"{state.phase_name} epoch {pos.epoch}, batch {pos.batch}",
+            hint="lower the learning rate (imgcls lr-find suggests one), add gradient_clip, or use bf16/fp32; "
+            "checkpoints/last.safetensors still holds the weights of the last finished epoch",
+        )
+
+
+def train_batch(state: TrainState, ctx: FitContext, batch: DeviceBatch) -> None:
+    phase, pos, optimizer = state.phase, state.position, state.optimizer
+    # schedule: this batch's learning rates and momentum
+    pct = progress(pos.epoch, pos.batch, state.n_batches, phase.epochs)
+    set_hypers(optimizer, phase.lr_scale(pct), phase.momentum(pct))
+    state.xb, state.yb, state.batch_seed = batch.images, batch.targets, batch.seed
+    state.loss_factor, state.skip_step = 1.0, False
+    ctx.callbacks.fire("on_batch_start", state)
+    # forward and loss, then backward (scaled for fp16)
+    with state.runtime.autocast():
+        state.preds = state.model(state.xb)
+        state.loss_value = state.loss(state.preds, state.yb)
+    scaled = state.loss_value * state.loss_factor
+    (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]
+    # optimizer step, unless a callback is accumulating gradients
+    if not state.skip_step:
+        if ctx.scaler is not None:
+            ctx.scaler.unscale_(optimizer)
+        ctx.callbacks.fire("on_before_step", state)
+        if ctx.scaler is not None:
+            ctx.scaler.step(optimizer)
+            ctx.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pos.step += 1
+    state.smooth.add(state.loss_value)
+    pos.batch += 1
+    ctx.callbacks.fire("on_batch_end", state)
+    if pos.batch % ctx.log_every == 0:
+        check_finite(state)
+
+
+def fit(state: TrainState, ctx: FitContext) -> None:
+    """Train `state.phase` to its last epoch (or until a callback sets state.stop)."""
+    pos = state.position
+    ctx.callbacks.fire("on_fit_start", state)
+    while pos.epoch < state.phase.epochs and not state.stop:
+        # training batches (from pos.batch when resuming mid-epoch)
+        ctx.train.set_epoch(ctx.epoch_key(pos.epoch), start_batch=pos.batch)
+        state.n_batches = pos.batch + len(ctx.train)
+        state.model.train()
+        started = time.perf_counter()
+        ctx.callbacks.fire("on_epoch_start", state)
+        for batch in ctx.train:
+            train_batch(state, ctx, batch)
+            ctx.interrupt.check(state)
+        check_finite(state)
+        # validation and the epoch's row; position moves on before callbacks checkpoint it
+        row = {"stage": pos.stage, "phase": state.phase_name, "epoch": pos.epoch, "train_loss": state.smooth.get()}
+        row.update(ctx.validate())
+        row.update(lr=state.optimizer.param_groups[-1]["lr"], seconds=time.perf_counter() - started)
+        state.metrics = row
+        pos.epoch, pos.batch, pos.epochs_done = pos.epoch + 1, 0, pos.epochs_done + 1
+        ctx.callbacks.fire("on_epoch_end", state)
+    ctx.callbacks.fire("on_fit_end", state)

@@ -1,0 +1,93 @@
+"""Metrics, computed once over every validation item's raw outputs and targets (never averaged per batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from imgcls.spec.train import (
+    AccuracyMultiSpec,
+    AccuracySpec,
+    F1Spec,
+    RegressionMetricSpec,
+    TopKSpec,
+)
+from imgcls.spec.train import (
+    Metric as MetricSpec,
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A column of metrics.csv: `fn(outputs, targets)` over the whole validation set."""
+
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], float]
+    higher_is_better: bool
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((outputs.argmax(dim=-1) == targets).float().mean())
+
+
+def top_k_accuracy(outputs: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    k = min(k, outputs.shape[-1])
+    top = outputs.topk(k, dim=-1).indices
+    return float((top == targets[:, None]).any(dim=-1).float().mean())
+
+
+def accuracy_multi(outputs: torch.Tensor, targets: torch.Tensor, thresh: float, sigmoid: bool = True) -> float:
+    """Share of (item, label) cells decided right at `thresh` (fastai's accuracy_multi)."""
+    probs = torch.sigmoid(outputs) if sigmoid else outputs
+    return float(((probs > thresh) == targets.bool()).float().mean())
+
+
+def _f1(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """Per-column F1 of boolean (N, C) decisions; a column with nothing predicted or present scores 0."""
+    true_pos = (predicted & actual).sum(dim=0).float()
+    denominator = predicted.sum(dim=0).float() + actual.sum(dim=0).float()
+    return torch.where(denominator > 0, 2 * true_pos / denominator.clamp(min=1), torch.zeros_like(true_pos))
+
+
+def f1_macro(outputs: torch.Tensor, targets: torch.Tensor, thresh: float) -> float:
+    """Mean F1 over classes (single-label: argmax decisions) or labels (multi-label: sigmoid > thresh)."""
+    if targets.ndim == 1:
+        n_classes = outputs.shape[-1]
+        predicted = torch.nn.functional.one_hot(outputs.argmax(dim=-1), n_classes).bool()
+        actual = torch.nn.functional.one_hot(targets.long(), n_classes).bool()
+    else:
+        predicted, actual = torch.sigmoid(outputs) > thresh, targets.bool()
+    return float(_f1(predicted, actual).mean())
+
+
+def rmse(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    return float(torch.sqrt(((outputs - targets.reshape(outputs.shape)) ** 2).mean()))
+
+
+def mae(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((outputs - targets.reshape(outputs.shape)).abs().mean())
+
+
+def build_metric(spec: MetricSpec) -> Metric:
+    if isinstance(spec, AccuracySpec):
+        if spec.name == "error_rate":
+            return Metric("error_rate", lambda o, t: 1.0 - accuracy(o, t), higher_is_better=False)
+        return Metric("accuracy", accuracy, higher_is_better=True)
+    if isinstance(spec, TopKSpec):
+        k = spec.k
+        return Metric(f"top_{k}_accuracy", lambda o, t: top_k_accuracy(o, t, k), higher_is_better=True)
+    if isinstance(spec, AccuracyMultiSpec):
+        thresh = spec.thresh
+        return Metric("accuracy_multi", lambda o, t: accuracy_multi(o, t, thresh), higher_is_better=True)
+    if isinstance(spec, F1Spec):
+        thresh = spec.thresh
+        return Metric("f1_macro", lambda o, t: f1_macro(o, t, thresh), higher_is_better=True)
+    assert isinstance(spec, RegressionMetricSpec)
+    return Metric(spec.name, rmse if spec.name == "rmse" else mae, higher_is_better=False)
+
+
+def lower_is_better(name: str) -> bool:
+    """fastai's rule for `mode: auto`: losses and errors go down, everything else up."""
+    return "loss" in name or "error" in name or name in ("rmse", "mae")

@@ -1,0 +1,268 @@
+"""`imgcls train`: spec -> data -> model -> stages of phases -> a run folder that explains itself."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from imgcls.augment.pipeline import BatchAugment, Normalizer
+from imgcls.data.datablock import DataBundle, build_data
+from imgcls.errors import DataError, TrainingInterrupted
+from imgcls.models.factory import check_outputs, create_model
+from imgcls.report.console import Console
+from imgcls.report.env import environment
+from imgcls.spec.load import dump_spec
+from imgcls.spec.schema import Spec
+from imgcls.train.callbacks import CallbackContext, CallbackList, build_callbacks
+from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
+from imgcls.train.checkpoint import Checkpoint, unwrap, write_checkpoint
+from imgcls.train.folders import start_run
+from imgcls.train.loop import FitContext, InterruptFlag, fit
+from imgcls.train.losses import Loss, build_loss
+from imgcls.train.metrics import Metric, build_metric
+from imgcls.train.optim import build_optimizer, set_frozen
+from imgcls.train.runtime import Runtime, resolve_runtime
+from imgcls.train.schedule import Phase, stage_phases
+from imgcls.train.setup import StageLoaders, place_model, resolve_normalizer, stage_loaders
+from imgcls.train.state import Position, SmoothLoss, TrainState
+
+
+def metric_columns(metrics: list[Metric]) -> list[str]:
+    return ["stage", "phase", "epoch", "train_loss", "valid_loss", *[m.name for m in metrics], "lr", "seconds"]
+
+
+def stage_size(spec: Spec, stage_index: int) -> tuple[int, int] | None:
+    return spec.train.stages[stage_index].size or spec.final_size
+
+
+@dataclass
+class Run:
+    """What stays fixed for a whole run."""
+
+    spec: Spec
+    run_dir: Path
+    runtime: Runtime
+    console: Console
+    data: DataBundle
+    model: nn.Module  # placed on the device, maybe wrapped (DDP, compile)
+    loss: Loss
+    metrics: list[Metric]
+    augment: BatchAugment
+    normalizer: Normalizer | None = None
+    callbacks: CallbackList | None = None
+    scaler: torch.amp.GradScaler | None = None
+    size: tuple[int, int] | None = None
+
+    def meta(self, kind: str, state: TrainState) -> dict[str, Any]:
+        position = asdict(state.position)
+        if state.stop:  # an early stop ends the phase: a resume must not train it further
+            position.update(epoch=state.phase.epochs, batch=0)
+        return {
+            "kind": kind,
+            "spec": self.spec.model_dump(mode="json"),
+            "target": self.data.info.to_dict(),
+            "normalizer": None
+            if self.normalizer is None
+            else {"mean": self.normalizer.mean, "std": self.normalizer.std},
+            "size": self.size,
+            "position": position,
+            "phase_name": state.phase_name,
+            "smooth": state.smooth.to_dict(),
+            "callbacks": self.callbacks.state_dict() if self.callbacks is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "metrics": state.metrics,
+        }
+
+    def write(self, kind: str, state: TrainState) -> None:
+        """Write checkpoints/<kind>.safetensors (rank 0 only); `last` includes the optimizer state."""
+        if self.runtime.is_main:
+            optimizer = state.optimizer if kind == "last" else None
+            write_checkpoint(
+                self.run_dir / "checkpoints" / f"{kind}.safetensors", self.model, self.meta(kind, state), optimizer
+            )
+
+
+def _prepare_folder(run: Run, resume: Checkpoint | None) -> None:
+    """spec.yaml, env.json and split.json; on resume, metrics.csv cut back to the checkpoint's epochs."""
+    if not run.runtime.is_main:
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "spec.yaml").write_text(dump_spec(run.spec))
+    env = environment(run.runtime.device, run.runtime.world)
+    (run.run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    split = {"train": len(run.data.split.train), "valid_items": run.data.valid_items(), "vocab": run.data.info.vocab}
+    (run.run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+    metrics_file = run.run_dir / "metrics.csv"
+    if resume is not None and metrics_file.exists():
+        done = int(resume.meta["position"]["epochs_done"])
+        with open(metrics_file, newline="") as handle:
+            rows = list(csv.reader(handle))
+        with open(metrics_file, "w", newline="") as handle:
+            csv.writer(handle).writerows(rows[: done + 1])
+
+
+def _describe(run: Run, loaders: StageLoaders, n_stages: int) -> Any:
+    def describe(state: TrainState) -> str:
+        size = "x".join(map(str, loaders.size)) if loaders.size else "item size"
+        lrs = ", ".join(f"{lr:.2e}" for lr in state.phase.lrs)
+        frozen = ", body frozen" if state.phase.frozen else ""
+        return (
+            f"stage {state.position.stage + 1}/{n_stages} {state.phase_name}: {state.phase.epochs} epoch(s) "
+            f"at {size} px, bs {loaders.bs}, lr {lrs}{frozen}"
+        )
+
+    return describe
+
+
+def _core_callbacks(run: Run, loaders: StageLoaders) -> list[Any]:
+    columns = metric_columns(run.metrics)
+    main = run.runtime.is_main
+    cbs: list[Any] = [SaveLast(run.write)]
+    if main:
+        cbs.append(CSVLogger(run.run_dir / "metrics.csv", columns))
+    cbs.append(
+        ProgressDisplay(
+            run.console, columns, run.spec.runtime.log_every, _describe(run, loaders, len(run.spec.train.stages))
+        )
+    )
+    return cbs
+
+
+def _validate(run: Run, loaders: StageLoaders) -> Any:
+    from imgcls.evaluate.predict import compute_metrics, predict
+
+    def validate() -> dict[str, float]:
+        model = unwrap(run.model) if run.runtime.distributed else run.model
+        return compute_metrics(predict(model, loaders.valid, run.loss, run.runtime), run.metrics)
+
+    return validate
+
+
+def _phase_state(run: Run, phase: Phase, position: Position, resume: Checkpoint | None) -> TrainState:
+    raw = unwrap(run.model)
+    groups = raw.param_groups()  # type: ignore[operator]
+    set_frozen(raw, groups, phase.frozen, run.spec.train.train_bn)
+    optimizer = build_optimizer(raw, groups, run.spec.train, phase)
+    state = TrainState(
+        run.model, optimizer, run.loss, run.runtime, run.data.info, run.run_dir, phase, phase.name, position
+    )
+    if resume is not None:
+        saved = resume.optimizer_state()
+        if saved is not None:
+            optimizer.load_state_dict(saved)
+        state.smooth = SmoothLoss.from_dict(resume.meta["smooth"], run.runtime.device)
+        if run.scaler is not None and resume.meta.get("scaler"):
+            run.scaler.load_state_dict(resume.meta["scaler"])
+    return state
+
+
+def _stage(
+    run: Run, stage_index: int, position: Position, resume: Checkpoint | None, interrupt: InterruptFlag
+) -> Position:
+    stage = run.spec.train.stages[stage_index]
+    run.size = stage_size(run.spec, stage_index)
+    loaders = stage_loaders(run.spec, run.data, run.runtime, run.augment, run.size, stage.bs or run.spec.data.bs)
+    callbacks = CallbackList(run.callbacks.callbacks + _core_callbacks(run, loaders))  # type: ignore[union-attr]
+    for phase_index, phase in enumerate(stage_phases(stage)):
+        if (stage_index, phase_index) < (position.stage, position.phase):
+            continue
+        if (stage_index, phase_index) > (position.stage, position.phase):
+            position = replace(position, stage=stage_index, phase=phase_index, epoch=0, batch=0)
+            resume = None
+        if position.epoch >= phase.epochs:
+            continue
+        state = _phase_state(run, phase, position, resume)
+        if resume is not None:
+            resume.restore_rng()
+            resume = None
+        epoch_key = lambda epoch, s=stage_index, p=phase_index: (s * 100 + p) * 100_000 + epoch  # noqa: E731
+        ctx = FitContext(
+            loaders.train,
+            _validate(run, loaders),
+            callbacks,
+            run.scaler,
+            interrupt,
+            epoch_key,
+            run.spec.runtime.log_every,
+        )
+        try:
+            fit(state, ctx)
+        except TrainingInterrupted as err:
+            run.write("last", state)
+            raise TrainingInterrupted(
+                f"{err.message}; saved {run.run_dir / 'checkpoints' / 'last.safetensors'}",
+                hint=f"resume with: imgcls train --resume {run.run_dir}",
+            ) from None
+        except DataError as err:
+            run.write("last", state)
+            raise DataError(err.message, f"{err.hint}; then resume with: imgcls train --resume {run.run_dir}") from None
+        position = state.position
+    return replace(position, stage=stage_index + 1, phase=0, epoch=0, batch=0)
+
+
+def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: Checkpoint | None = None) -> Path:
+    """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
+    in `out` from that checkpoint's position."""
+    runtime = resolve_runtime(spec.runtime)
+    run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
+    console = Console(quiet, enabled=runtime.is_main)
+    for note in runtime.notes:
+        console.warn(note)
+    # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
+    torch.manual_seed(spec.seed)
+    data = build_data(spec.data, quiet)
+    model = create_model(spec.model, data.info.n_out)
+    if resume is not None:
+        check_outputs(model, data.info.n_out, str(resume.path))
+        model.load_state_dict(resume.model_state)
+    run = Run(
+        spec,
+        run_dir,
+        runtime,
+        console,
+        data,
+        place_model(model, runtime),
+        build_loss(spec.train.loss, data.info.kind),
+        [build_metric(m) for m in spec.train.metrics],
+        BatchAugment(spec.augment),
+        scaler=runtime.grad_scaler(),
+    )
+    if resume is not None and resume.meta.get("normalizer"):
+        stats = resume.meta["normalizer"]
+        run.normalizer = Normalizer(tuple(stats["mean"]), tuple(stats["std"]))
+    elif resume is None:
+        first_bs = spec.train.stages[0].bs or spec.data.bs
+        run.normalizer = resolve_normalizer(
+            spec, lambda: stage_loaders(spec, data, runtime, run.augment, stage_size(spec, 0), first_bs)
+        )
+    run.augment = run.augment.with_normalizer(run.normalizer)
+    run.callbacks = CallbackList(
+        build_callbacks(spec.callbacks, CallbackContext(run_dir, run.write, spec.runtime.log_every))
+    )
+    if resume is not None:
+        run.callbacks.load_state_dict(resume.meta.get("callbacks", {}))
+    _prepare_folder(run, resume)
+    console.info(
+        f"run folder: {run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
+        f"{runtime.device}, {runtime.precision})"
+    )
+    position = Position(**resume.meta["position"]) if resume is not None else Position()
+    with InterruptFlag() as interrupt:
+        for stage_index in range(len(spec.train.stages)):
+            if stage_index < position.stage:
+                continue
+            position = _stage(run, stage_index, position, resume if stage_index == position.stage else None, interrupt)
+    if runtime.distributed:
+        dist.barrier()
+    if runtime.is_main:
+        from imgcls.evaluate.report import final_report
+
+        final_report(run_dir, console)
+    return run_dir

@@ -1,0 +1,139 @@
+"""The fused batch transform: a marked point goes where its label goes; validation is deterministic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from imgcls.augment.geometry import GeometryParams, affine_matrices, dihedral
+from imgcls.augment.pipeline import IMAGENET, BatchAugment, Normalizer
+from imgcls.spec.data import AugmentSpec
+
+
+def _dots(n: int, height: int, width: int, x: int, y: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.zeros(n, 3, height, width, dtype=torch.uint8)
+    images[:, :, y - 1 : y + 2, x - 1 : x + 2] = 255
+    point = torch.tensor([[(x + 0.5) * 2 / width - 1, (y + 0.5) * 2 / height - 1]])
+    return images, point.repeat(n, 1, 1)
+
+
+def _centroid(channel: torch.Tensor) -> tuple[float, float]:
+    weight = channel.clamp(min=0)
+    rows, cols = torch.meshgrid(
+        torch.arange(channel.shape[0]).float(), torch.arange(channel.shape[1]).float(), indexing="ij"
+    )
+    total = weight.sum()
+    return float((weight * cols).sum() / total) + 0.5, float((weight * rows).sum() / total) + 0.5
+
+
+SPECS = {
+    "flip": AugmentSpec(max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0, p_affine=1.0),
+    "rotate": AugmentSpec(do_flip=False, max_rotate=30, max_zoom=1.0, max_warp=0, max_lighting=0, p_affine=1.0),
+    "zoom": AugmentSpec(do_flip=False, max_rotate=0, max_zoom=1.6, max_warp=0, max_lighting=0, p_affine=1.0),
+    "warp": AugmentSpec(do_flip=False, max_rotate=0, max_zoom=1.0, max_warp=0.4, max_lighting=0, p_affine=1.0),
+    "dihedral": AugmentSpec(flip_vert=True, max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0),
+    "everything": AugmentSpec(max_rotate=20, max_zoom=1.3, max_warp=0.3, min_scale=0.6, max_lighting=0, p_affine=1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_marked_point_lands_on_its_label(name: str) -> None:
+    images, points = _dots(16, 60, 90, x=40, y=28)
+    augment = BatchAugment(SPECS[name].model_copy(update={"pad_mode": "zeros"}), size=(48, 64))
+    out, moved = augment(images, points, train=True, generator=torch.Generator().manual_seed(3))
+    assert moved is not None and out.shape == (16, 3, 48, 64)
+    checked = 0
+    for index in range(16):
+        target = ((moved[index, 0, 0] + 1) / 2 * 64, (moved[index, 0, 1] + 1) / 2 * 48)
+        if not (2 < target[0] < 62 and 2 < target[1] < 46):
+            continue  # moved out of the frame by the crop or zoom
+        found = _centroid(out[index, 0])
+        assert math.dist(found, (float(target[0]), float(target[1]))) < 1.0, (name, index)
+        checked += 1
+    assert checked >= 8
+
+
+def test_flip_is_exact() -> None:
+    images = torch.arange(2 * 3 * 4 * 6, dtype=torch.uint8).view(2, 3, 4, 6)
+    spec = AugmentSpec(max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0)
+    out, _ = BatchAugment(spec)(images, train=True, generator=torch.Generator().manual_seed(0))
+    for index in range(2):
+        plain = images[index].float() / 255
+        assert torch.allclose(out[index], plain, atol=1e-5) or torch.allclose(out[index], plain.flip(-1), atol=1e-5)
+
+
+def test_validation_only_resizes_and_is_identical_run_to_run() -> None:
+    images = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    augment = BatchAugment(AugmentSpec(), size=(20, 20))
+    first, _ = augment(images, train=False)
+    second, _ = augment(images, train=False)
+    assert torch.equal(first, second)
+    # 40 -> 20 with no zoom is an exact 2x2 average (area pre-pass, then aligned bilinear)
+    expected = torch.nn.functional.avg_pool2d(images.float() / 255, 2)
+    assert torch.allclose(first, expected, atol=1e-5)
+    same_size, _ = BatchAugment(AugmentSpec())(images, train=False)
+    assert torch.equal(same_size, images.float() / 255)
+
+
+def test_train_draws_come_from_the_generator_only() -> None:
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    augment = BatchAugment(AugmentSpec(), size=(24, 24))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a, _ = augment(images, train=True, generator=torch.Generator().manual_seed(1))
+    b, _ = augment(images, train=True, generator=torch.Generator().manual_seed(1))
+    c, _ = augment(images, train=True, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_lighting_is_fastais_logit_formula() -> None:
+    spec = AugmentSpec(do_flip=False, max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0.2, p_lighting=1.0)
+    images = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
+    out, _ = BatchAugment(spec)(images, train=True, generator=torch.Generator().manual_seed(0))
+    x = 128 / 255
+    # brightness b in [0.4, 0.6], contrast c in [0.8, 1.25]: sigmoid(c * (logit(x) + logit(b)))
+    logit = lambda v: math.log(v / (1 - v))  # noqa: E731
+    low = 1 / (1 + math.exp(-1.25 * (logit(x) + logit(0.4))))
+    high = 1 / (1 + math.exp(-1.25 * (logit(x) + logit(0.6))))
+    values = out[:, 0, 0, 0]
+    assert low - 1e-4 <= float(values.min()) and float(values.max()) <= high + 1e-4
+    assert float(values.std()) > 0.01
+
+
+def test_normalize_and_denormalize() -> None:
+    images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out, _ = BatchAugment(AugmentSpec(), normalizer=IMAGENET)(images, train=False)
+    assert torch.allclose(
+        out[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
+    )
+    assert torch.allclose(IMAGENET.denormalize(out), torch.ones_like(out), atol=1e-6)
+    custom = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert torch.allclose(custom(torch.full((1, 3, 1, 1), 0.75)), torch.ones(1, 3, 1, 1))
+
+
+def test_dihedral_group_has_eight_distinct_elements() -> None:
+    mats = dihedral(torch.arange(8))
+    assert len({tuple(m.flatten().tolist()) for m in mats}) == 8
+    assert torch.equal(mats[0], torch.eye(2))
+
+
+def test_rotation_is_a_pixel_rotation_on_non_square_inputs() -> None:
+    n = 1
+    params = GeometryParams(
+        flip=torch.ones(n),
+        angle=torch.full((n,), 90.0),
+        zoom=torch.ones(n),
+        zoom_x=torch.full((n,), 0.5),
+        zoom_y=torch.full((n,), 0.5),
+        crop=torch.ones(n),
+        crop_x=torch.full((n,), 0.5),
+        crop_y=torch.full((n,), 0.5),
+        warp_x=torch.zeros(n),
+        warp_y=torch.zeros(n),
+    )
+    matrix = affine_matrices(params, (50, 100), flip_vert=False)[0]
+    # a 90 degree turn of an image twice as wide as high: x (normalized) maps to y scaled by W/H
+    assert torch.allclose(matrix[:2, :2], torch.tensor([[0.0, 0.5], [-2.0, 0.0]]), atol=1e-6)
