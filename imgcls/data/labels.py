@@ -56,7 +56,7 @@ def _regex_labels(items: ItemList, spec: RegexLabel) -> list[RawLabel]:
     labels: list[RawLabel] = []
     failures: list[str] = []
     for path in items.paths:
-        text = path.name if spec.on == "name" else path.as_posix()
+        text = path.name if spec.source == "name" else path.as_posix()
         found = pattern.search(text)
         if found is None or found.group(1) is None:
             failures.append(text)
@@ -65,8 +65,8 @@ def _regex_labels(items: ItemList, spec: RegexLabel) -> list[RawLabel]:
     if failures:
         raise DataError(
             f"data.labels.pattern '{spec.pattern}' does not match {len(failures)} of {len(items)} "
-            f"{'file names' if spec.on == 'name' else 'paths'}, e.g. {', '.join(failures[:3])}",
-            hint="test the pattern on those names; `on: path` matches the whole path instead of the name",
+            f"{'file names' if spec.source == 'name' else 'paths'}, e.g. {', '.join(failures[:3])}",
+            hint="test the pattern on those names; `source: path` matches the whole path instead of the name",
         )
     return labels
 

@@ -59,7 +59,8 @@ class RegexLabel(StrictModel):
 
     kind: Literal["regex"]
     pattern: str
-    on: Literal["name", "path"] = "name"
+    # What the pattern is searched in. (Not called `on`: YAML 1.1 reads the key `on` as true.)
+    source: Literal["name", "path"] = "name"
 
     @field_validator("pattern")
     @classmethod

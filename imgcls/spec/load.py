@@ -190,6 +190,8 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> tuple[KeyPath, str]
     if kind == "missing":
         return _yaml_path(loc, raw), f"required key '{loc[-1]}' is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "invalid_key" and isinstance(error.get("input"), bool):
+        message += "; YAML reads the keys on/off/yes/no/true/false as booleans: quote the key or rename it"
     if "input" in error and kind not in ("value_error", "assertion_error"):
         message += f" (got {error['input']!r})"
     return _yaml_path(loc, raw), message

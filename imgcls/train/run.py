@@ -179,9 +179,7 @@ def _stage(
         if position.epoch >= phase.epochs:
             continue
         state = _phase_state(run, phase, position, resume)
-        if resume is not None:
-            resume.restore_rng()
-            resume = None
+        resume = None
         epoch_key = lambda epoch, s=stage_index, p=phase_index: (s * 100 + p) * 100_000 + epoch  # noqa: E731
         ctx = FitContext(
             loaders.train,
@@ -222,6 +220,10 @@ def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: C
     if resume is not None:
         check_outputs(model, data.info.n_out, str(resume.path))
         model.load_state_dict(resume.model_state)
+        # Nothing draws from the global generator between here and the next training batch, in the original
+        # run as in this one (loaders and augmentation have their own generators), so restoring it here
+        # gives the resumed run the dropout masks the original would have drawn.
+        resume.restore_rng()
     run = Run(
         spec,
         run_dir,

@@ -42,7 +42,7 @@ def test_regex_on_name_like_the_pets_book_example() -> None:
 
 def test_regex_on_path_and_failures_are_named() -> None:
     items = _items("a/cats/1.jpg", "b/dogs/2.jpg")
-    assert label_items(items, RegexLabel(kind="regex", pattern=r"/(\w+)s/", on="path")) == ["cat", "dog"]
+    assert label_items(items, RegexLabel(kind="regex", pattern=r"/(\w+)s/", source="path")) == ["cat", "dog"]
     with pytest.raises(DataError) as caught:
         label_items(_items("x_1.jpg", "nolabel.jpg"), RegexLabel(kind="regex", pattern=r"^(.+)_\d+\.jpg$"))
     assert "nolabel.jpg" in str(caught.value) and "1 of 2" in str(caught.value)

@@ -1,0 +1,162 @@
+"""Whole runs on tiny data: the run folder, determinism, exact resume, atomic checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_spec
+from PIL import Image
+
+import imgcls.train.checkpoint as checkpoint_module
+from imgcls.errors import TrainingError, TrainingInterrupted
+from imgcls.spec import dump_spec, load_spec
+from imgcls.spec.load import spec_from_dict
+from imgcls.train.callbacks.logging import SaveLast
+from imgcls.train.checkpoint import read_checkpoint, write_checkpoint
+from imgcls.train.folders import resume_run
+from imgcls.train.loop import InterruptFlag
+from imgcls.train.run import train
+
+DATA = "demo:folder@0.05"  # 5 classes x 15 images, every 5th for validation
+
+
+def _spec(**overrides: Any) -> Any:
+    raw = tiny_spec(DATA, **overrides)
+    raw["model"]["head"] = {"lin_ftrs": [16], "ps": 0.5}  # dropout draws from the global generator
+    return spec_from_dict(raw)
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(_spec(), tmp_path_factory.mktemp("runs") / "tiny", quiet=True)
+
+
+def test_run_folder_explains_itself(finished: Path) -> None:
+    for name in (
+        "spec.yaml",
+        "env.json",
+        "split.json",
+        "metrics.csv",
+        "metrics.png",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "most_confused.csv",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+    ):
+        assert (finished / name).is_file(), name
+    with open(finished / "metrics.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["stage", "phase", "epoch", "train_loss", "valid_loss", "accuracy", "lr", "seconds"]
+    assert len(_rows(finished)) == 2
+    assert load_spec(finished / "spec.yaml") == _spec().model_copy(update={"name": "tiny"})
+    env = json.loads((finished / "env.json").read_text())
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"]
+    assert {"device", "python", "git", "command"} <= env.keys()
+    split = json.loads((finished / "split.json").read_text())
+    assert len(split["valid_items"]) == 15 and split["vocab"] == ["circle", "cross", "ring", "square", "triangle"]
+    with open(finished / "confusion_matrix.csv", newline="") as handle:
+        matrix = list(csv.reader(handle))
+    assert len(matrix) == 6 and sum(int(v) for row in matrix[1:] for v in row[1:]) == 15
+    assert Image.open(finished / "confusion_matrix.png").size[0] > 100
+
+
+def test_checkpoint_holds_everything_to_resume_or_predict(finished: Path) -> None:
+    last = read_checkpoint(finished / "checkpoints" / "last.safetensors")
+    assert last.meta["target"]["vocab"] == ["circle", "cross", "ring", "square", "triangle"]
+    assert last.meta["position"]["epochs_done"] == 2 and last.meta["size"] == [32, 32]
+    assert spec_from_dict(last.meta["spec"]).name == "tiny"
+    assert last.optimizer_state() is not None and "rng.cpu" in last.rng
+    assert any(k.endswith("running_mean") for k in last.model_state)
+    best = read_checkpoint(finished / "checkpoints" / "best.safetensors")
+    assert best.optimizer_state() is None  # best is for predicting: weights and metadata only
+
+
+def test_two_runs_with_one_seed_are_identical(finished: Path, tmp_path: Path) -> None:
+    again = train(_spec(), tmp_path / "again", quiet=True)
+    assert _rows(again) == _rows(finished)
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = InterruptFlag.check
+
+    def press_once(self: InterruptFlag, state: Any) -> None:
+        if (state.position.epoch, state.position.batch) == (1, 2) and not getattr(self, "pressed", False):
+            self.pressed = True  # type: ignore[attr-defined]
+            self.requested = True
+        original(self, state)
+
+    monkeypatch.setattr(InterruptFlag, "check", press_once)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(_spec(), tmp_path / "run", quiet=True)
+    assert caught.value.hint is not None and f"--resume {tmp_path / 'run'}" in caught.value.hint
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").meta["position"]["batch"] == 2
+    monkeypatch.setattr(InterruptFlag, "check", original)
+    spec, checkpoint = resume_run(tmp_path / "run", None)
+    train(spec, tmp_path / "run", quiet=True, resume=checkpoint)
+    assert _rows(tmp_path / "run") == _rows(finished)
+
+
+def test_resume_after_a_kill_between_the_csv_row_and_the_checkpoint(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = SaveLast.on_epoch_end
+
+    def killed_at_second_epoch(self: SaveLast, state: Any) -> None:
+        if state.position.epochs_done == 2:
+            raise SystemExit("killed")  # metrics.csv has the row, the checkpoint does not
+        original(self, state)
+
+    monkeypatch.setattr(SaveLast, "on_epoch_end", killed_at_second_epoch)
+    with pytest.raises(SystemExit):
+        train(_spec(), tmp_path / "run", quiet=True)
+    assert len(_rows(tmp_path / "run")) == 2
+    monkeypatch.setattr(SaveLast, "on_epoch_end", original)
+    spec, checkpoint = resume_run(tmp_path / "run", None)
+    train(spec, tmp_path / "run", quiet=True, resume=checkpoint)
+    assert _rows(tmp_path / "run") == _rows(finished)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch.nn.Linear(2, 2)
+    path = tmp_path / "last.safetensors"
+    write_checkpoint(path, model, {"position": 1})
+
+    def torn(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
+        Path(filename).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", torn)
+    with pytest.raises(OSError, match="disk full"):
+        write_checkpoint(path, model, {"position": 2})
+    assert read_checkpoint(path).meta["position"] == 1
+
+
+def test_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
+    fake = tmp_path / "evil.safetensors"
+    torch.save({"x": torch.zeros(1)}, fake)  # a pickle, whatever its name says
+    with pytest.raises(TrainingError, match="not a readable imgcls checkpoint"):
+        read_checkpoint(fake)
+
+
+def test_resume_refuses_to_change_what_is_computed(finished: Path) -> None:
+    from imgcls.errors import SpecError
+
+    with pytest.raises(SpecError, match="keeps its spec"):
+        resume_run(finished, ["train.stages.0.epochs=9"])
+    spec, _ = resume_run(finished, ["runtime.log_every=5"])
+    assert spec.runtime.log_every == 5
+    assert dump_spec(spec)  # still a valid spec
