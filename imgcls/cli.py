@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -40,7 +43,9 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except ImgclsError as err:
             errors = RichConsole(stderr=True, highlight=False, soft_wrap=True)
-            errors.print(f"error: {err.message}", style="red", markup=False)
+            # Under torchrun every rank prints its own error; say which one.
+            rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            errors.print(f"error{rank}: {err.message}", style="red", markup=False)
             if err.hint:
                 errors.print(f"  hint: {err.hint}", markup=False)
             raise typer.Exit(err.exit_code) from None
@@ -112,8 +117,13 @@ def train_command(
         Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
     ] = None,
     quiet: Quiet = False,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="Start torchrun with this many processes on this machine (DDP).")
+    ] = 1,
 ) -> None:
     """Train the model the spec describes; checkpoints, metrics.csv and reports go to the run folder."""
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(gpus))
     from imgcls.spec import load_spec
     from imgcls.train.folders import resume_run
     from imgcls.train.run import train
@@ -125,6 +135,21 @@ def train_command(
     if config is None:
         raise typer.BadParameter("give a spec file, or --resume RUN")
     train(load_spec(config, set_), out, quiet=quiet)
+
+
+def _torchrun(processes: int) -> int:
+    """Re-run this command under `torchrun --standalone --nproc-per-node N` (one process per GPU)."""
+    forwarded: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            forwarded.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return subprocess.run([*command, "-m", "imgcls", *forwarded], check=False).returncode
 
 
 def main() -> None:

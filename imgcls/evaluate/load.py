@@ -82,7 +82,7 @@ def load_run(run_dir: Path, which: str = "best", device: str | None = None) -> L
     stats = meta.get("normalizer")
     normalizer = Normalizer(tuple(stats["mean"]), tuple(stats["std"])) if stats else None
     size = tuple(meta["size"]) if meta.get("size") else None
-    runtime = resolve_runtime(spec.runtime)
+    runtime = resolve_runtime(spec.runtime, distributed=False)
     model = model_from_checkpoint(checkpoint, spec, info).to(runtime.device)
     loss = build_loss(spec.train.loss, info.kind)
     metrics = [build_metric(m) for m in spec.train.metrics]

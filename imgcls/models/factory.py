@@ -151,10 +151,7 @@ def create_model(spec: ModelSpec, n_out: int) -> ImageModel:
     body = create_body(spec)
     head = create_head(_num_features(body, spec.n_in), n_out, spec.head, spec.y_range)
     early, late = _split_body(body)
-    model = ImageModel(body, head, [early, late, list(head.parameters())])
-    if spec.sync_bn:
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]  # converts in place
-    return model
+    return ImageModel(body, head, [early, late, list(head.parameters())])
 
 
 def check_outputs(model: nn.Module, n_out: int, where: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from imgcls.augment.loader import BatchSource, DeviceBatch
 from imgcls.errors import TrainingError, TrainingInterrupted
@@ -19,14 +22,19 @@ from imgcls.train.optim import set_hypers
 from imgcls.train.schedule import progress
 from imgcls.train.state import TrainState
 
+# SIGTERM is what torchrun and cluster schedulers send before killing a worker: treat it like Ctrl-C.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 class InterruptFlag:
-    """Ctrl-C sets a flag that the loop checks between batches, so a checkpoint is never taken mid-step.
-    A second Ctrl-C interrupts at once."""
+    """Ctrl-C (or SIGTERM) sets a flag that the loop checks between batches, so a checkpoint is never taken
+    mid-step. A second one interrupts at once. Under DDP the ranks agree on the flag every `sync_every`
+    batches, so that they all stop after the same batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync_every: int = 10) -> None:
         self.requested = False
-        self._previous: object = None
+        self.sync_every = sync_every
+        self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
@@ -35,15 +43,24 @@ class InterruptFlag:
 
     def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _agreed(self, state: TrainState) -> bool:
+        if not state.runtime.distributed:
+            return self.requested
+        if state.position.batch % self.sync_every != 0:
+            return False
+        flag = torch.tensor([float(self.requested)], device=state.runtime.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def check(self, state: TrainState) -> None:
-        if self.requested:
+        if self._agreed(state):
             pos = state.position
             raise TrainingInterrupted(
                 f"interrupted at stage {pos.stage}, {state.phase_name} epoch {pos.epoch}, batch {pos.batch}"
@@ -83,12 +100,14 @@ def train_batch(state: TrainState, ctx: FitContext, batch: DeviceBatch) -> None:
     state.xb, state.yb, state.batch_seed = batch.images, batch.targets, batch.seed
     state.loss_factor, state.skip_step = 1.0, False
     ctx.callbacks.fire("on_batch_start", state)
-    # forward and loss, then backward (scaled for fp16)
-    with state.runtime.autocast():
-        state.preds = state.model(state.xb)
-        state.loss_value = state.loss(state.preds, state.yb)
-    scaled = state.loss_value * state.loss_factor
-    (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]
+    # forward and loss, then backward (scaled for fp16; no gradient all-reduce while accumulating)
+    accumulating = state.skip_step and isinstance(state.model, DistributedDataParallel)
+    with state.model.no_sync() if accumulating else contextlib.nullcontext():  # type: ignore[operator]
+        with state.runtime.autocast():
+            state.preds = state.model(state.xb)
+            state.loss_value = state.loss(state.preds, state.yb)
+        scaled = state.loss_value * state.loss_factor
+        (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]
     # optimizer step, unless a callback is accumulating gradients
     if not state.skip_step:
         if ctx.scaler is not None:

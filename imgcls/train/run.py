@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -22,7 +23,7 @@ from imgcls.spec.load import dump_spec
 from imgcls.spec.schema import Spec
 from imgcls.train.callbacks import CallbackContext, CallbackList, build_callbacks
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
-from imgcls.train.checkpoint import Checkpoint, unwrap, write_checkpoint
+from imgcls.train.checkpoint import Checkpoint, write_checkpoint
 from imgcls.train.folders import start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.losses import Loss, build_loss
@@ -30,8 +31,10 @@ from imgcls.train.metrics import Metric, build_metric
 from imgcls.train.optim import build_optimizer, set_frozen
 from imgcls.train.runtime import Runtime, resolve_runtime
 from imgcls.train.schedule import Phase, stage_phases
-from imgcls.train.setup import StageLoaders, place_model, resolve_normalizer, stage_loaders
+from imgcls.train.setup import StageLoaders, place_model, resolve_normalizer, stage_loaders, wrap_model
 from imgcls.train.state import Position, SmoothLoss, TrainState
+
+T = TypeVar("T")
 
 
 def metric_columns(metrics: list[Metric]) -> list[str]:
@@ -51,7 +54,7 @@ class Run:
     runtime: Runtime
     console: Console
     data: DataBundle
-    model: nn.Module  # placed on the device, maybe wrapped (DDP, compile)
+    model: nn.Module  # on the device, unwrapped; each phase wraps it (DDP, compile) for training
     loss: Loss
     metrics: list[Metric]
     augment: BatchAugment
@@ -139,20 +142,23 @@ def _validate(run: Run, loaders: StageLoaders) -> Any:
     from imgcls.evaluate.predict import compute_metrics, predict
 
     def validate() -> dict[str, float]:
-        model = unwrap(run.model) if run.runtime.distributed else run.model
-        return compute_metrics(predict(model, loaders.valid, run.loss, run.runtime), run.metrics)
+        # The plain model: each rank evaluates its own shard, and predict() gathers them.
+        if run.runtime.distributed:
+            # Batch-norm running statistics drift apart across ranks (each updates them from its own last
+            # batch); evaluate every shard with rank 0's, the ones the checkpoint keeps.
+            for buffer in run.model.buffers():
+                dist.broadcast(buffer, src=0)
+        return compute_metrics(predict(run.model, loaders.valid, run.loss, run.runtime), run.metrics)
 
     return validate
 
 
 def _phase_state(run: Run, phase: Phase, position: Position, resume: Checkpoint | None) -> TrainState:
-    raw = unwrap(run.model)
-    groups = raw.param_groups()  # type: ignore[operator]
-    set_frozen(raw, groups, phase.frozen, run.spec.train.train_bn)
-    optimizer = build_optimizer(raw, groups, run.spec.train, phase)
-    state = TrainState(
-        run.model, optimizer, run.loss, run.runtime, run.data.info, run.run_dir, phase, phase.name, position
-    )
+    groups = run.model.param_groups()  # type: ignore[operator]
+    set_frozen(run.model, groups, phase.frozen, run.spec.train.train_bn)
+    optimizer = build_optimizer(run.model, groups, run.spec.train, phase)
+    model = wrap_model(run.model, run.runtime)
+    state = TrainState(model, optimizer, run.loss, run.runtime, run.data.info, run.run_dir, phase, phase.name, position)
     if resume is not None:
         saved = resume.optimizer_state()
         if saved is not None:
@@ -205,17 +211,31 @@ def _stage(
     return replace(position, stage=stage_index + 1, phase=0, epoch=0, batch=0)
 
 
+def rank_zero_first(runtime: Runtime, step: Callable[[], T]) -> T:
+    """Run `step` on rank 0 first (it may download or generate the data), then on the other ranks."""
+    if not runtime.distributed:
+        return step()
+    if runtime.is_main:
+        result = step()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return step()
+
+
 def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: Checkpoint | None = None) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
-    in `out` from that checkpoint's position."""
+    in `out` from that checkpoint's position. Under torchrun, every rank calls this."""
     runtime = resolve_runtime(spec.runtime)
-    run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
-    console = Console(quiet, enabled=runtime.is_main)
-    for note in runtime.notes:
-        console.warn(note)
-    # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
-    torch.manual_seed(spec.seed)
-    data = build_data(spec.data, quiet)
+    try:
+        return _train(spec, runtime, out, quiet, resume)
+    finally:
+        if runtime.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _model(spec: Spec, runtime: Runtime, data: DataBundle, resume: Checkpoint | None, console: Console) -> nn.Module:
+    """The model on its device: fresh, or with the checkpoint's weights and global RNG state."""
     model = create_model(spec.model, data.info.n_out)
     if resume is not None:
         check_outputs(model, data.info.n_out, str(resume.path))
@@ -224,42 +244,57 @@ def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: C
         # run as in this one (loaders and augmentation have their own generators), so restoring it here
         # gives the resumed run the dropout masks the original would have drawn.
         resume.restore_rng()
+    if spec.model.sync_bn and runtime.distributed and runtime.device.type != "cuda":
+        console.warn("model.sync_bn needs CUDA devices: batch norm stays per process on the CPU")
+    return place_model(model, runtime, spec.model.sync_bn)
+
+
+def _normalizer(run: Run, resume: Checkpoint | None) -> Normalizer | None:
+    """The checkpoint's statistics when resuming (never re-measured), else what the spec asks for."""
+    if resume is not None:
+        stats = resume.meta.get("normalizer")
+        return Normalizer(tuple(stats["mean"]), tuple(stats["std"])) if stats else None
+    spec = run.spec
+    first_bs = spec.train.stages[0].bs or spec.data.bs
+    return resolve_normalizer(
+        spec, lambda: stage_loaders(spec, run.data, run.runtime, run.augment, stage_size(spec, 0), first_bs)
+    )
+
+
+def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: Checkpoint | None) -> Path:
+    run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
+    console = Console(quiet, enabled=runtime.is_main)
+    for note in runtime.notes:
+        console.warn(note)
+    # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
+    torch.manual_seed(spec.seed)
+    data = rank_zero_first(runtime, lambda: build_data(spec.data, quiet))
     run = Run(
         spec,
         run_dir,
         runtime,
         console,
         data,
-        place_model(model, runtime),
+        _model(spec, runtime, data, resume, console),
         build_loss(spec.train.loss, data.info.kind),
         [build_metric(m) for m in spec.train.metrics],
         BatchAugment(spec.augment),
         scaler=runtime.grad_scaler(),
     )
-    if resume is not None and resume.meta.get("normalizer"):
-        stats = resume.meta["normalizer"]
-        run.normalizer = Normalizer(tuple(stats["mean"]), tuple(stats["std"]))
-    elif resume is None:
-        first_bs = spec.train.stages[0].bs or spec.data.bs
-        run.normalizer = resolve_normalizer(
-            spec, lambda: stage_loaders(spec, data, runtime, run.augment, stage_size(spec, 0), first_bs)
-        )
+    run.normalizer = _normalizer(run, resume)
     run.augment = run.augment.with_normalizer(run.normalizer)
-    run.callbacks = CallbackList(
-        build_callbacks(spec.callbacks, CallbackContext(run_dir, run.write, spec.runtime.log_every))
-    )
+    context = CallbackContext(run_dir, run.write, spec.runtime.log_every)
+    run.callbacks = CallbackList(build_callbacks(spec.callbacks, context))
     if resume is not None:
         run.callbacks.load_state_dict(resume.meta.get("callbacks", {}))
     _prepare_folder(run, resume)
     console.info(
         f"run folder: {run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
-        f"{runtime.device}, {runtime.precision})"
+        f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
     )
     position = Position(**resume.meta["position"]) if resume is not None else Position()
-    with InterruptFlag() as interrupt:
-        for stage_index in range(len(spec.train.stages)):
-            if stage_index < position.stage:
-                continue
+    with InterruptFlag(spec.runtime.log_every) as interrupt:
+        for stage_index in range(position.stage, len(spec.train.stages)):
             position = _stage(run, stage_index, position, resume if stage_index == position.stage else None, interrupt)
     if runtime.distributed:
         dist.barrier()

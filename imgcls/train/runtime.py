@@ -76,6 +76,10 @@ def _precision(requested: str, device: torch.device, notes: list[str]) -> str:
     return requested
 
 
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def _process_group() -> tuple[int, int, int, int]:
     """(rank, world, local_rank, local_world) from torchrun's environment, joining its process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -90,9 +94,11 @@ def _process_group() -> tuple[int, int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
-def resolve_runtime(spec: RuntimeSpec) -> Runtime:
+def resolve_runtime(spec: RuntimeSpec, distributed: bool = True) -> Runtime:
+    """The runtime the spec asks for. `distributed` joins torchrun's process group when there is one;
+    evaluation after training (rank 0's report, tta-eval, interpret, predict) runs as one process."""
     notes: list[str] = []
-    rank, world, local_rank, local_world = _process_group()
+    rank, world, local_rank, local_world = _process_group() if distributed else (0, 1, _local_rank(), 1)
     device = _device(spec.device, local_rank, notes)
     precision = _precision(spec.precision, device, notes)
     channels_last = device.type == "cuda" if spec.channels_last == "auto" else bool(spec.channels_last)

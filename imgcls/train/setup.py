@@ -126,11 +126,19 @@ def resolve_normalizer(spec: Spec, first_stage: Callable[[], StageLoaders]) -> N
     return None
 
 
-def place_model(model: nn.Module, runtime: Runtime) -> nn.Module:
-    """Move to the device (channels_last if asked), wrap for DDP, compile if asked."""
+def place_model(model: nn.Module, runtime: Runtime, sync_bn: bool = False) -> nn.Module:
+    """Move to the device (channels_last if asked); batch norm synchronised across ranks if asked."""
+    if sync_bn and runtime.distributed and runtime.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def wrap_model(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """DDP and torch.compile around the placed model, once per phase: DDP only reduces the gradients of
+    parameters that require them when it is built, so a freeze or unfreeze needs a fresh wrapper."""
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)
