@@ -99,7 +99,93 @@ def test_imagenette_recipe_progressive_resizing(imagenette_standin: Path, tmp_pa
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
 
 
-@pytest.mark.parametrize("name", ["demo", "pets_discriminative", "imagenette_baseline"])
+@pytest.fixture(scope="module")
+def pascal_standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pascal_2007/train.csv (fname, labels, is_valid) and pascal_2007/train/<fname>."""
+    root = tmp_path_factory.mktemp("pascal_2007")
+    classes = ["circle", "cross", "square", "triangle"]
+    lines = ["fname,labels,is_valid"]
+    rng = np.random.default_rng(0)
+    for number in range(24):
+        shapes = sorted(rng.choice(classes, size=int(rng.integers(1, 3)), replace=False).tolist())
+        image, _ = render(np.random.default_rng(number), shapes)
+        (root / "train").mkdir(exist_ok=True)
+        image.save(root / "train" / f"{number:06d}.jpg", quality=85)
+        lines.append(f"{number:06d}.jpg,{' '.join(shapes)},{number % 4 == 0}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def biwi_standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """biwi_head_pose/<person>/frame_<n>_rgb.jpg + frame_<n>_pose.txt + rgb.cal, like the real archive."""
+    root = tmp_path_factory.mktemp("biwi_head_pose")
+    fx, cx, cy = 500.0, 160.0, 120.0
+    for person in ("01", "02", "13"):
+        folder = root / person
+        folder.mkdir()
+        (folder / "rgb.cal").write_text(f"{fx} 0 {cx}\n0 {fx} {cy}\n0 0 1\n\n0 0 0 0\n\n1 0 0\n0 1 0\n0 0 1\n\n0 0 0\n")
+        for number in range(8):
+            rng = np.random.default_rng([int(person), number])
+            translation = (rng.uniform(-80, 80), rng.uniform(-60, 60), rng.uniform(900, 1100))
+            centre = (translation[0] * fx / translation[2] + cx, translation[1] * fx / translation[2] + cy)
+            image, _ = render(rng, ["circle"], centres=[centre], size=(320, 240))
+            image.save(folder / f"frame_{number:05d}_rgb.jpg", quality=85)
+            rotation = "1 0 0\n0 1 0\n0 0 1\n\n"
+            (folder / f"frame_{number:05d}_pose.txt").write_text(
+                rotation + " ".join(f"{v:.3f}" for v in translation) + "\n"
+            )
+    return root
+
+
+def test_pascal_multilabel_recipe(pascal_standin: Path, tmp_path: Path) -> None:
+    spec = load_spec(
+        CONFIGS / "pascal_multilabel.yaml",
+        [
+            f"data.path={pascal_standin}",
+            "data.item_tfm.size=32",
+            "data.bs=4",
+            "data.num_workers=0",
+            "model.arch=xresnet_tiny",
+            "model.pretrained=false",
+            "train.stages.0.epochs=1",
+            "train.stages.0.freeze_epochs=1",
+        ],
+    )
+    run = train(spec, tmp_path / "pascal", quiet=True)
+    rows = _metrics(run)
+    assert [r["phase"] for r in rows] == ["frozen", "unfrozen"]
+    assert 0.0 <= float(rows[-1]["accuracy_multi"]) <= 1.0 and "f1_macro" in rows[-1]
+
+
+def test_biwi_points_recipe(biwi_standin: Path, tmp_path: Path) -> None:
+    from imgcls.data.datablock import build_data
+    from imgcls.recipes.biwi import head_centre
+
+    frame = biwi_standin / "01" / "frame_00000_rgb.jpg"
+    pose = np.array([float(v) for v in frame.with_name("frame_00000_pose.txt").read_text().split()[-3:]])
+    assert np.allclose(head_centre(frame), [pose[0] * 500 / pose[2] + 160, pose[1] * 500 / pose[2] + 120], atol=1e-3)
+    spec = load_spec(
+        CONFIGS / "biwi_points.yaml",
+        [
+            f"data.path={biwi_standin}",
+            "augment.size=[24, 32]",
+            "data.bs=4",
+            "data.num_workers=0",
+            "model.arch=xresnet_tiny",
+            "model.pretrained=false",
+            "train.stages.0.epochs=1",
+        ],
+    )
+    data = build_data(spec.data)
+    assert data.info.kind == "point" and len(data.split.valid) == 8  # person 13 only
+    run = train(spec, tmp_path / "biwi", quiet=True)
+    assert float(_metrics(run)[-1]["mae"]) >= 0.0
+
+
+@pytest.mark.parametrize(
+    "name", ["demo", "pets_discriminative", "imagenette_baseline", "demo_multilabel", "demo_points"]
+)
 def test_other_recipes_load(name: str) -> None:
     spec = load_spec(CONFIGS / f"{name}.yaml")
     assert spec.train.stages

@@ -1,0 +1,1 @@
+"""Labelling functions for the book's datasets, for `labels: {kind: callable, function: ...}`."""
