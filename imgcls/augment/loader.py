@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from imgcls.augment.pipeline import BatchAugment
 from imgcls.data.dataset import BadItem
 from imgcls.data.loaders import Batch, EpochBatchSampler, check_batch
+from imgcls.data.resident import ResidentData
 
 
 @dataclass
@@ -82,12 +83,56 @@ class DeviceLoader:
 
     def to_device(self, batch: Batch, seed: int) -> DeviceBatch:
         images, targets = batch.to(self.device)
-        if self.generator is not None:
-            self.generator.manual_seed(seed)
-        points = targets if targets.ndim == 3 else None  # point targets (N, P, 2) follow the geometry
-        x, moved = self.augment(images, points, train=self.train, generator=self.generator)
-        if moved is not None:
-            targets = moved
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return DeviceBatch(x, targets, batch.indices, seed)
+        return augment_batch(self, images, targets, batch.indices, seed)
+
+
+def augment_batch(
+    source: DeviceLoader | ResidentLoader, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, seed: int
+) -> DeviceBatch:
+    """The batch transform with this batch's seed; point targets (N, P, 2) follow the geometry."""
+    if source.generator is not None:
+        source.generator.manual_seed(seed)
+    points = targets if targets.ndim == 3 else None
+    x, moved = source.augment(images, points, train=source.train, generator=source.generator)
+    if moved is not None:
+        targets = moved
+    if source.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return DeviceBatch(x, targets, indices, seed)
+
+
+class ResidentLoader:
+    """Batches cut from a device-resident dataset, in the same order a DeviceLoader would deliver them."""
+
+    def __init__(
+        self,
+        data: ResidentData,
+        sampler: EpochBatchSampler,
+        augment: BatchAugment,
+        *,
+        train: bool,
+        seed: int,
+        channels_last: bool = False,
+    ) -> None:
+        self.data, self.sampler, self.augment, self.train, self.seed = data, sampler, augment, train, seed
+        self.device = data.images.device
+        self.channels_last = channels_last
+        self.generator = torch.Generator(device=self.device) if train else None
+        self.epoch_key = 0
+
+    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
+        self.epoch_key = epoch_key
+        self.sampler.set_epoch(epoch_key, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[DeviceBatch]:
+        number = self.sampler.start_batch
+        for keys in self.sampler:
+            positions = torch.tensor([p for p, _ in keys], dtype=torch.int64)
+            on_device = positions.to(self.device, non_blocking=True)
+            seed = batch_seed(self.seed, self.epoch_key, number)
+            number += 1
+            images, targets = self.data.images[on_device], self.data.targets[on_device]
+            yield augment_batch(self, images, targets, self.data.indices[positions], seed)

@@ -33,14 +33,19 @@ class Normalizer:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def _stats(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        if images.shape[1] == 1 and mean.shape[1] == 3:  # grey input with RGB statistics: their averages
+            mean, std = mean.mean(dim=1, keepdim=True), std.mean(dim=1, keepdim=True)
+        return mean, std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(images)
         return (images - mean) / std
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        mean, std = self._stats(images)
         return images * std + mean
 
 
@@ -59,6 +64,8 @@ class BatchAugment:
     spec: AugmentSpec
     size: tuple[int, int] | None = None
     normalizer: Normalizer | None = None
+    # 1: grey batches for a model built with n_in 1 (ITU-R 601 luma of the RGB images).
+    channels: int = 3
 
     def with_size(self, size: tuple[int, int] | None) -> BatchAugment:
         return replace(self, size=size)
@@ -83,6 +90,9 @@ class BatchAugment:
         x, points = self.resample(x, points, params, augment)
         if augment and self.spec.max_lighting > 0:
             x = self.lighting(x, generator)
+        if self.channels == 1 and x.shape[1] == 3:
+            luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            x = (x * luma).sum(dim=1, keepdim=True)
         if self.normalizer is not None:
             x = self.normalizer(x)
         return x, points

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgcls.data.blocks import EncodedTargets, TargetInfo, encode_targets
+from imgcls.data.cache import PresizeCache
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.item_tfms import ItemTransform, build_item_transform
 from imgcls.data.items import ItemList, collect_items
@@ -30,9 +31,13 @@ class DataBundle:
     def info(self) -> TargetInfo:
         return self.targets.info
 
-    def dataset(self, train: bool, seed: int) -> ImageDataset:
+    def dataset(
+        self, train: bool, seed: int, *, randomized: bool | None = None, cache: PresizeCache | None = None
+    ) -> ImageDataset:
+        """The training or validation items; `randomized` (default: `train`) draws random item windows."""
         indices = self.split.train if train else self.split.valid
-        return ImageDataset(self.items.paths, self.targets, indices, self.item_tfm, train, seed)
+        random_windows = train if randomized is None else randomized
+        return ImageDataset(self.items.paths, self.targets, indices, self.item_tfm, random_windows, seed, cache)
 
     def class_counts(self, train: bool) -> dict[str, int]:
         """Items per label in one split (categories and multi-labels only)."""

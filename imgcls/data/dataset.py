@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from imgcls.data.blocks import EncodedTargets, scale_points
+from imgcls.data.cache import PresizeCache, source_size
 from imgcls.data.images import read_image
 from imgcls.data.item_tfms import ItemTransform, Window, apply_window
 from imgcls.errors import ImageReadError
@@ -49,6 +51,7 @@ class ImageDataset(Dataset[Sample | BadItem]):
         item_tfm: ItemTransform | None,
         train: bool,
         seed: int,
+        cache: PresizeCache | None = None,
     ) -> None:
         self.paths = [str(p) for p in paths]  # plain strings pickle fast into worker processes
         self.targets = targets
@@ -56,6 +59,7 @@ class ImageDataset(Dataset[Sample | BadItem]):
         self.item_tfm = item_tfm
         self.train = train
         self.seed = seed
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -69,6 +73,15 @@ class ImageDataset(Dataset[Sample | BadItem]):
     def load(self, position: int, epoch: int) -> tuple[np.ndarray, np.ndarray, Window | None]:
         """HWC uint8 pixels, the encoded target and the window used, for the split's `position`-th item."""
         index = int(self.indices[position])
+        if self.cache is None:
+            pixels, size, window = self._decode(index, epoch)
+        elif self.cache.kind == "final":
+            pixels, size, window = self._cached_final(index, epoch)
+        else:
+            pixels, size, window = self._cached_source(index, epoch)
+        return pixels, self.target(index, size, window), window
+
+    def _decode(self, index: int, epoch: int) -> tuple[np.ndarray, tuple[int, int], Window | None]:
         plan: list[Window | None] = []
 
         def draft_for(size: tuple[int, int]) -> tuple[int, int] | None:
@@ -78,7 +91,34 @@ class ImageDataset(Dataset[Sample | BadItem]):
         image, size = read_image(Path(self.paths[index]), draft_for)
         window = plan[0]
         pixels = apply_window(image, window, size) if window is not None else np.asarray(image)
-        return pixels, self.target(index, size, window), window
+        return pixels, size, window
+
+    def _cached_final(self, index: int, epoch: int) -> tuple[np.ndarray, tuple[int, int], Window | None]:
+        assert self.cache is not None
+        entry = self.cache.entry(self.paths[index])
+        out = (self.item_tfm.size[1], self.item_tfm.size[0]) if self.item_tfm is not None else None
+        hit = self.cache.read(entry, out)
+        if hit is None:
+            pixels, size, window = self._decode(index, epoch)
+            self.cache.write(entry, pixels, size)
+            return pixels, size, window
+        pixels, size = hit
+        return pixels, size, self.window(index, epoch, size)
+
+    def _cached_source(self, index: int, epoch: int) -> tuple[np.ndarray, tuple[int, int], Window | None]:
+        assert self.cache is not None and self.item_tfm is not None
+        entry = self.cache.entry(self.paths[index])
+        hit = self.cache.read(entry, None)
+        if hit is None:
+            cache, transform = self.cache, self.item_tfm
+            image, size = read_image(Path(self.paths[index]), lambda s: source_size(transform, s))
+            source = cache.source_entry(image, size)
+            cache.write(entry, source, size)
+        else:
+            source, size = hit
+        window = self.window(index, epoch, size)
+        assert window is not None
+        return apply_window(Image.fromarray(source), window, size), size, window
 
     def target(self, index: int, size: tuple[int, int], window: Window | None) -> np.ndarray:
         value = self.targets.values[index]

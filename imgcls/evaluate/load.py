@@ -38,7 +38,7 @@ class LoadedRun:
 
     @property
     def augment(self) -> BatchAugment:
-        return BatchAugment(self.spec.augment, self.size, self.normalizer)
+        return BatchAugment(self.spec.augment, self.size, self.normalizer, self.spec.model.n_in)
 
     @property
     def thresh(self) -> float:
@@ -104,8 +104,7 @@ def validation_data(loaded: LoadedRun, quiet: bool = True) -> DataBundle:
 def valid_loader(loaded: LoadedRun, data: DataBundle, train_tfms: bool = False, seed_offset: int = 0) -> DeviceLoader:
     """Validation items in order; `train_tfms` applies the training item and batch transforms (TTA)."""
     spec = loaded.spec
-    dataset = data.dataset(train=train_tfms, seed=spec.seed + seed_offset)
-    dataset.indices = data.split.valid
+    dataset = data.dataset(train=False, seed=spec.seed + seed_offset, randomized=train_tfms)
     sampler = EpochBatchSampler(len(dataset), spec.data.val_bs or spec.data.bs, train=False, seed=spec.seed)
     loader = make_loader(dataset, sampler, worker_count(spec, loaded.runtime), loaded.runtime.device.type == "cuda")
     return DeviceLoader(

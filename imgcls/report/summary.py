@@ -109,7 +109,7 @@ def _trace_batch(console: Console, spec: Spec, data: DataBundle, bs: int) -> Non
     console.info(f"one training batch of {len(batch)}:")
     console.info(f"  collate          {describe_tensor(batch.images)}; targets {describe_tensor(batch.targets)}")
     normalizer, how = _normalizer(spec)
-    augment = BatchAugment(spec.augment, spec.final_size, normalizer)
+    augment = BatchAugment(spec.augment, spec.final_size, normalizer, spec.model.n_in)
     generator = torch.Generator().manual_seed(spec.seed)
     points = batch.targets if batch.targets.ndim == 3 else None
     x, moved = augment(batch.images, points, train=True, generator=generator)

@@ -38,7 +38,8 @@ class ModelSpec(StrictModel):
     # True: timm hub weights (needs the internet once). A local file in `weights` wins over the hub.
     pretrained: bool = False
     weights: str | None = None
-    n_in: PositiveInt = 3
+    # Input channels: 3 (RGB) or 1 (batches are converted to grey on the device).
+    n_in: Literal[1, 3] = 3
     # Squash outputs into [low, high] with a sigmoid (points: [-1, 1]).
     y_range: tuple[float, float] | None = None
     head: HeadSpec = Field(default_factory=HeadSpec)

@@ -31,7 +31,14 @@ from imgcls.train.metrics import Metric, build_metric
 from imgcls.train.optim import build_optimizer, set_frozen
 from imgcls.train.runtime import Runtime, resolve_runtime
 from imgcls.train.schedule import Phase, stage_phases
-from imgcls.train.setup import StageLoaders, place_model, resolve_normalizer, stage_loaders, wrap_model
+from imgcls.train.setup import (
+    DataSource,
+    StageLoaders,
+    place_model,
+    resolve_normalizer,
+    stage_loaders,
+    wrap_model,
+)
 from imgcls.train.state import Position, SmoothLoss, TrainState
 
 T = TypeVar("T")
@@ -62,6 +69,15 @@ class Run:
     callbacks: CallbackList | None = None
     scaler: torch.amp.GradScaler | None = None
     size: tuple[int, int] | None = None
+
+    @property
+    def source(self) -> DataSource:
+        """Built on first use and kept: a resident dataset is loaded once for every stage."""
+        if self._source is None:
+            self._source = DataSource(self.spec, self.data, self.runtime)
+        return self._source
+
+    _source: DataSource | None = None
 
     def meta(self, kind: str, state: TrainState) -> dict[str, Any]:
         position = asdict(state.position)
@@ -174,7 +190,7 @@ def _stage(
 ) -> Position:
     stage = run.spec.train.stages[stage_index]
     run.size = stage_size(run.spec, stage_index)
-    loaders = stage_loaders(run.spec, run.data, run.runtime, run.augment, run.size, stage.bs or run.spec.data.bs)
+    loaders = stage_loaders(run.source, run.augment, run.size, stage.bs or run.spec.data.bs)
     callbacks = CallbackList(run.callbacks.callbacks + _core_callbacks(run, loaders))  # type: ignore[union-attr]
     for phase_index, phase in enumerate(stage_phases(stage)):
         if (stage_index, phase_index) < (position.stage, position.phase):
@@ -256,9 +272,7 @@ def _normalizer(run: Run, resume: Checkpoint | None) -> Normalizer | None:
         return Normalizer(tuple(stats["mean"]), tuple(stats["std"])) if stats else None
     spec = run.spec
     first_bs = spec.train.stages[0].bs or spec.data.bs
-    return resolve_normalizer(
-        spec, lambda: stage_loaders(spec, run.data, run.runtime, run.augment, stage_size(spec, 0), first_bs)
-    )
+    return resolve_normalizer(spec, lambda: stage_loaders(run.source, run.augment, stage_size(spec, 0), first_bs))
 
 
 def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: Checkpoint | None) -> Path:
@@ -278,7 +292,7 @@ def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: 
         _model(spec, runtime, data, resume, console),
         build_loss(spec.train.loss, data.info.kind),
         [build_metric(m) for m in spec.train.metrics],
-        BatchAugment(spec.augment),
+        BatchAugment(spec.augment, channels=spec.model.n_in),
         scaler=runtime.grad_scaler(),
     )
     run.normalizer = _normalizer(run, resume)
@@ -292,6 +306,7 @@ def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: 
         f"run folder: {run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
         f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
     )
+    console.info(f"data mode: {run.source.mode} ({run.source.reason})")
     position = Position(**resume.meta["position"]) if resume is not None else Position()
     with InterruptFlag(spec.runtime.log_every) as interrupt:
         for stage_index in range(position.stage, len(spec.train.stages)):

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import timm
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from imgcls.augment.loader import DeviceLoader
+from imgcls.augment.loader import BatchSource, DeviceLoader, ResidentLoader
 from imgcls.augment.pipeline import IMAGENET, BatchAugment, Normalizer
+from imgcls.data.cache import PresizeCache, has_random_window
 from imgcls.data.datablock import DataBundle
+from imgcls.data.demo import imgcls_home
+from imgcls.data.images import oriented_size
 from imgcls.data.loaders import EpochBatchSampler, default_workers, make_loader
+from imgcls.data.resident import ResidentData, available_bytes, load_resident
 from imgcls.errors import DataError
 from imgcls.models.factory import ARCHITECTURES
 from imgcls.spec.data import NormStats
@@ -26,8 +32,8 @@ _MEASURE_KEY = 999_999_999
 
 @dataclass(frozen=True)
 class StageLoaders:
-    train: DeviceLoader
-    valid: DeviceLoader
+    train: BatchSource
+    valid: BatchSource
     size: tuple[int, int] | None
     bs: int
 
@@ -37,45 +43,76 @@ def worker_count(spec: Spec, runtime: Runtime) -> int:
     return default_workers(runtime.local_world) if workers == "auto" else workers
 
 
-def stage_loaders(
-    spec: Spec,
-    data: DataBundle,
-    runtime: Runtime,
-    augment: BatchAugment,
-    size: tuple[int, int] | None,
-    bs: int,
-    world: tuple[int, int] | None = None,
-) -> StageLoaders:
+def _item_bytes(data: DataBundle) -> int:
+    """Bytes of one presized item (the first image's size when there is no item transform)."""
+    if data.item_tfm is not None:
+        height, width = data.item_tfm.size
+    else:
+        with Image.open(data.items.paths[int(data.split.train[0])]) as image:
+            width, height = oriented_size(image)
+    return height * width * 3
+
+
+def resolve_mode(spec: Spec, data: DataBundle, runtime: Runtime) -> tuple[str, str]:
+    """The data mode and why. auto picks resident only where it cannot change results: the training item
+    transform has no random window, and the presized dataset fits the memory budget."""
+    if spec.data.mode != "auto":
+        return spec.data.mode, "as the spec asks"
+    if has_random_window(data.item_tfm):
+        return "stream", "the training item transform draws random windows"
+    needed = (len(data.split.train) + len(data.split.valid)) * _item_bytes(data)
+    budget = available_bytes(runtime.device)
+    if needed > budget:
+        return "stream", f"{needed / 2**20:.0f} MiB would not fit the {budget / 2**20:.0f} MiB budget"
+    return "resident", f"{needed / 2**20:.0f} MiB fit the {budget / 2**20:.0f} MiB budget"
+
+
+class DataSource:
+    """How batches reach the device: decoded every epoch (stream), read from the presize cache (cache), or
+    cut from a device-resident tensor (resident, loaded once and shared by every stage)."""
+
+    def __init__(self, spec: Spec, data: DataBundle, runtime: Runtime) -> None:
+        self.spec, self.data, self.runtime = spec, data, runtime
+        self.mode, self.reason = resolve_mode(spec, data, runtime)
+        folder = Path(spec.data.cache_dir).expanduser() if spec.data.cache_dir else imgcls_home() / "cache"
+        self.cache_dir = folder
+        self._resident: dict[bool, ResidentData] = {}
+
+    def loader(self, train: bool, sampler: EpochBatchSampler, augment: BatchAugment) -> BatchSource:
+        spec, runtime = self.spec, self.runtime
+        options = {"train": train, "seed": spec.seed, "channels_last": runtime.channels_last}
+        if self.mode == "resident":
+            return ResidentLoader(self.resident(train), sampler, augment, **options)  # type: ignore[arg-type]
+        cache = PresizeCache(self.cache_dir, self.data.item_tfm, train) if self.mode == "cache" else None
+        dataset = self.data.dataset(train, spec.seed, cache=cache)
+        loader = make_loader(dataset, sampler, worker_count(spec, runtime), runtime.device.type == "cuda")
+        return DeviceLoader(loader, sampler, augment, runtime.device, on_bad_image=spec.data.on_bad_image, **options)  # type: ignore[arg-type]
+
+    def resident(self, train: bool) -> ResidentData:
+        if train not in self._resident:
+            # Every item in its validation form: deterministic, so it can be presized once.
+            dataset = self.data.dataset(train, self.spec.seed, randomized=False)
+            workers = worker_count(self.spec, self.runtime)
+            self._resident[train] = load_resident(dataset, self.runtime.device, workers, self.spec.data.on_bad_image)
+        return self._resident[train]
+
+
+def stage_loaders(source: DataSource, augment: BatchAugment, size: tuple[int, int] | None, bs: int) -> StageLoaders:
     """Train and valid loaders for one stage: its own final size and batch size."""
-    rank, n_ranks = world if world is not None else (runtime.rank, runtime.world)
+    spec, data, runtime = source.spec, source.data, source.runtime
     n_train = len(data.split.train)
-    if bs * n_ranks > n_train:
+    if bs * runtime.world > n_train:
         raise DataError(
-            f"the batch size {bs} x {n_ranks} process(es) is larger than the training set ({n_train} items)",
+            f"the batch size {bs} x {runtime.world} process(es) is larger than the training set ({n_train} items)",
             hint="lower data.bs (or the stage's bs); the last partial training batch is always dropped",
         )
-    workers = worker_count(spec, runtime)
-    pin = runtime.device.type == "cuda"
     staged = augment.with_size(size)
     loaders = []
     for train in (True, False):
-        dataset = data.dataset(train, spec.seed)
-        sampler = EpochBatchSampler(
-            len(dataset), bs if train else (spec.data.val_bs or bs), train, spec.seed, rank, n_ranks
-        )
-        loader = make_loader(dataset, sampler, workers, pin)
-        loaders.append(
-            DeviceLoader(
-                loader,
-                sampler,
-                staged,
-                runtime.device,
-                train=train,
-                seed=spec.seed,
-                on_bad_image=spec.data.on_bad_image,
-                channels_last=runtime.channels_last,
-            )
-        )
+        n_items = len(data.split.train if train else data.split.valid)
+        batch = bs if train else (spec.data.val_bs or bs)
+        sampler = EpochBatchSampler(n_items, batch, train, spec.seed, runtime.rank, runtime.world)
+        loaders.append(source.loader(train, sampler, staged))
     return StageLoaders(loaders[0], loaders[1], size, bs)
 
 
@@ -89,18 +126,15 @@ def pretrained_stats(spec: Spec) -> Normalizer:
     return Normalizer(tuple(config.mean), tuple(config.std))
 
 
-def measure_stats(loader: DeviceLoader, n_batches: int) -> Normalizer:
+def measure_stats(loader: BatchSource, n_batches: int) -> Normalizer:
     """Per-channel mean and std over `n_batches` augmented training batches (fastai measures one batch)."""
     total = total_sq = None
     count = 0
     loader.set_epoch(_MEASURE_KEY)
-    plain = loader.augment.with_normalizer(None)
-    for number, batch in enumerate(loader.loader):
+    for number, batch in enumerate(loader):
         if number == n_batches:
             break
-        images, _ = batch.to(loader.device)
-        x, _ = plain(images, train=True, generator=loader.generator)
-        x = x.double()
+        x = batch.images.double()
         sums, sq = x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))
         total = sums if total is None else total + sums
         total_sq = sq if total_sq is None else total_sq + sq

@@ -137,3 +137,12 @@ def test_rotation_is_a_pixel_rotation_on_non_square_inputs() -> None:
     matrix = affine_matrices(params, (50, 100), flip_vert=False)[0]
     # a 90 degree turn of an image twice as wide as high: x (normalized) maps to y scaled by W/H
     assert torch.allclose(matrix[:2, :2], torch.tensor([[0.0, 0.5], [-2.0, 0.0]]), atol=1e-6)
+
+
+def test_grey_batches_for_one_channel_models() -> None:
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0] = 255  # pure red
+    out, _ = BatchAugment(AugmentSpec(), channels=1, normalizer=IMAGENET)(images, train=False)
+    assert out.shape == (2, 1, 4, 4)
+    luma, mean, std = 0.299, sum(IMAGENET.mean) / 3, sum(IMAGENET.std) / 3
+    assert torch.allclose(out, torch.full_like(out, (luma - mean) / std), atol=1e-5)
