@@ -49,6 +49,11 @@ def handled(command: F) -> F:
             if err.hint:
                 errors.print(f"  hint: {err.hint}", markup=False)
             raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            # The second Ctrl-C: stop at once. Training's last checkpoint (or the one the first Ctrl-C was
+            # saving, if its rename completed) is intact either way: checkpoints are written atomically.
+            RichConsole(stderr=True).print("interrupted", style="red", markup=False)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -42,7 +42,45 @@ class BatchSource(Protocol):
     def __iter__(self) -> Iterator[DeviceBatch]: ...
 
 
-class DeviceLoader:
+class _AugmentingSource:
+    """What both batch sources share: the sampler's epoch, the per-batch seed and the batch transform."""
+
+    def __init__(
+        self,
+        sampler: EpochBatchSampler,
+        augment: BatchAugment,
+        device: torch.device,
+        train: bool,
+        seed: int,
+        channels_last: bool,
+    ) -> None:
+        self.sampler, self.augment, self.device = sampler, augment, device
+        self.train, self.seed, self.channels_last = train, seed, channels_last
+        self.generator = torch.Generator(device=device) if train else None
+        self.epoch_key = 0
+
+    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
+        self.epoch_key = epoch_key
+        self.sampler.set_epoch(epoch_key, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def augmented(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, number: int) -> DeviceBatch:
+        """Batch `number` of the epoch through the batch transform; point targets (N, P, 2) follow it."""
+        seed = batch_seed(self.seed, self.epoch_key, number)
+        if self.generator is not None:
+            self.generator.manual_seed(seed)
+        points = targets if targets.ndim == 3 else None
+        x, moved = self.augment(images, points, train=self.train, generator=self.generator)
+        if moved is not None:
+            targets = moved
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return DeviceBatch(x, targets, indices, seed)
+
+
+class DeviceLoader(_AugmentingSource):
     """Iterates a DataLoader of uint8 Batches and yields augmented DeviceBatches on `device`."""
 
     def __init__(
@@ -57,51 +95,19 @@ class DeviceLoader:
         on_bad_image: str = "error",
         channels_last: bool = False,
     ) -> None:
-        self.loader, self.sampler, self.augment, self.device = loader, sampler, augment, device
-        self.train, self.seed, self.on_bad_image, self.channels_last = train, seed, on_bad_image, channels_last
-        self.generator = torch.Generator(device=device) if train else None
-        self.epoch_key = 0
+        super().__init__(sampler, augment, device, train, seed, channels_last)
+        self.loader, self.on_bad_image = loader, on_bad_image
         self.skipped: list[BadItem] = []
 
-    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
-        self.epoch_key = epoch_key
-        self.sampler.set_epoch(epoch_key, start_batch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
     def __iter__(self) -> Iterator[DeviceBatch]:
-        number = self.sampler.start_batch
-        for batch in self.loader:
+        for number, batch in enumerate(self.loader, start=self.sampler.start_batch):
             check_batch(batch, self.on_bad_image, self.skipped)
-            if len(batch) == 0:
-                number += 1
-                continue
-            seed = batch_seed(self.seed, self.epoch_key, number)
-            number += 1
-            yield self.to_device(batch, seed)
-
-    def to_device(self, batch: Batch, seed: int) -> DeviceBatch:
-        images, targets = batch.to(self.device)
-        return augment_batch(self, images, targets, batch.indices, seed)
+            if len(batch):
+                images, targets = batch.to(self.device)
+                yield self.augmented(images, targets, batch.indices, number)
 
 
-def augment_batch(
-    source: DeviceLoader | ResidentLoader, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, seed: int
-) -> DeviceBatch:
-    """The batch transform with this batch's seed; point targets (N, P, 2) follow the geometry."""
-    if source.generator is not None:
-        source.generator.manual_seed(seed)
-    points = targets if targets.ndim == 3 else None
-    x, moved = source.augment(images, points, train=source.train, generator=source.generator)
-    if moved is not None:
-        targets = moved
-    if source.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return DeviceBatch(x, targets, indices, seed)
-
-
-class ResidentLoader:
+class ResidentLoader(_AugmentingSource):
     """Batches cut from a device-resident dataset, in the same order a DeviceLoader would deliver them."""
 
     def __init__(
@@ -114,25 +120,12 @@ class ResidentLoader:
         seed: int,
         channels_last: bool = False,
     ) -> None:
-        self.data, self.sampler, self.augment, self.train, self.seed = data, sampler, augment, train, seed
-        self.device = data.images.device
-        self.channels_last = channels_last
-        self.generator = torch.Generator(device=self.device) if train else None
-        self.epoch_key = 0
-
-    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
-        self.epoch_key = epoch_key
-        self.sampler.set_epoch(epoch_key, start_batch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
+        super().__init__(sampler, augment, data.images.device, train, seed, channels_last)
+        self.data = data
 
     def __iter__(self) -> Iterator[DeviceBatch]:
-        number = self.sampler.start_batch
-        for keys in self.sampler:
+        for number, keys in enumerate(self.sampler, start=self.sampler.start_batch):
             positions = torch.tensor([p for p, _ in keys], dtype=torch.int64)
             on_device = positions.to(self.device, non_blocking=True)
-            seed = batch_seed(self.seed, self.epoch_key, number)
-            number += 1
             images, targets = self.data.images[on_device], self.data.targets[on_device]
-            yield augment_batch(self, images, targets, self.data.indices[positions], seed)
+            yield self.augmented(images, targets, self.data.indices[positions], number)

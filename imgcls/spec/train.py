@@ -194,20 +194,24 @@ class CutMixSpec(StrictModel):
 Mode = Literal["auto", "min", "max"]
 
 
-class SaveBestSpec(StrictModel):
-    """Write checkpoints/best.safetensors whenever `monitor` improves (auto: min for losses and errors)."""
+class MonitorSpec(StrictModel):
+    """A metrics.csv column to watch; mode auto: min for losses, errors, rmse and mae, max otherwise."""
+
+    monitor: str = "valid_loss"
+    mode: Mode = "auto"
+    min_delta: NonNegativeFloat = 0.0
+
+
+class SaveBestSpec(MonitorSpec):
+    """Write checkpoints/best.safetensors whenever `monitor` improves."""
 
     name: Literal["save_best"]
-    monitor: str = "valid_loss"
-    mode: Mode = "auto"
-    min_delta: NonNegativeFloat = 0.0
 
 
-class EarlyStoppingSpec(StrictModel):
+class EarlyStoppingSpec(MonitorSpec):
+    """End the phase after `patience` epochs without improvement."""
+
     name: Literal["early_stopping"]
-    monitor: str = "valid_loss"
-    mode: Mode = "auto"
-    min_delta: NonNegativeFloat = 0.0
     patience: PositiveInt = 1
 
 
