@@ -155,11 +155,18 @@ def _multilabel(ctx: Context) -> list[str]:
     best = int(accuracies.argmax())
     at_run = float(((probs > thresh) == (result.targets.numpy() > 0.5)).mean())
     console.info(f"accuracy_multi at the run's threshold {thresh:.2f}: {at_run:.4f}")
-    console.info(
-        f"best threshold {THRESHOLDS[best]:.4g}: accuracy_multi {accuracies[best]:.4f} "
-        f"(swept {THRESHOLDS[0]:.2f}..{THRESHOLDS[-1]:.2f} in {len(THRESHOLDS)} steps); "
-        f"use it with `imgcls predict --thresh {THRESHOLDS[best]:.4g}` or train.thresh"
-    )
+    swept = f"{THRESHOLDS[0]:.2f}..{THRESHOLDS[-1]:.2f} in {len(THRESHOLDS)} steps"
+    if accuracies[best] > at_run + 1e-9:
+        console.info(
+            f"best threshold {THRESHOLDS[best]:.3f}: accuracy_multi {accuracies[best]:.4f} "
+            f"({accuracies[best] - at_run:+.4f}; swept {swept}); use it with "
+            f"`imgcls predict --thresh {THRESHOLDS[best]:.3f}` or train.thresh"
+        )
+    else:
+        console.info(
+            f"no threshold does better than the run's (swept {swept}; best {THRESHOLDS[best]:.3f}: "
+            f"{accuracies[best]:.4f})"
+        )
     console.info(f"per label at {thresh:.2f}:")
     console.info(f"{'label':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'accuracy':>10}{'support':>9}")
     for _, row in report.iterrows():
@@ -245,7 +252,7 @@ def _points(ctx: Context) -> list[str]:
             true_px = (result.targets[position].numpy() + 1) * scale
             pred_px = (as_points(result.outputs[position : position + 1])[0].numpy() + 1) * scale
             drawn.append([true_px, pred_px])
-        titles = [f"{Path(ctx.name(p)).name}\nerror {errors[p]:.1f} px" for p in worst]
+        titles = [f"{Path(ctx.name(p)).name}\nerror {errors[p]:.1f} px (original)" for p in worst]
         ncols = int(np.ceil(np.sqrt(len(images))))
         image_grid(
             images,
