@@ -277,6 +277,8 @@ class _Snapshot:
         self.requires_grad = [p.requires_grad for p in model.parameters()]
         self.training = model.training
         self.rng = torch.get_rng_state()
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        self.cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
 
     def restore(self) -> None:
         self.model.load_state_dict(self.state)
@@ -284,6 +286,8 @@ class _Snapshot:
             param.requires_grad_(flag)
         self.model.train(self.training)
         torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
 def lr_find(
