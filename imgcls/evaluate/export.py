@@ -195,6 +195,8 @@ def export_run(
     config = preprocess_config(loaded, which)
     files = [folder / WEIGHTS]
     exporter, difference = None, None
+    if not onnx:
+        (folder / ONNX).unlink(missing_ok=True)  # a model.onnx of an earlier export would not match
     if onnx:
         size = loaded.size or (224, 224)
         shape = (1, loaded.spec.model.n_in, *size)
@@ -276,7 +278,7 @@ def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
         augment,
         float(config["threshold"]),
         runtime,
-        str(folder),
+        f"{folder} (export)",
     )
 
 

@@ -245,8 +245,8 @@ def run_predict(
     from imgcls.evaluate.export import load_predictor
 
     console = Console(quiet)
-    if top_k < 1:
-        raise DataError(f"--top-k must be at least 1, got {top_k}")
+    if top_k < 1 or bs < 1:
+        raise DataError(f"--top-k and --bs must be at least 1, got {top_k} and {bs}")
     predictor = load_predictor(source, which)
     files = find_images(inputs)
     if not files:
@@ -254,6 +254,7 @@ def run_predict(
             f"no image files under {', '.join(str(p) for p in inputs)}",
             hint=f"give image files or folders holding {', '.join(IMAGE_EXTENSIONS)} files",
         )
+    console.info(f"predicting {len(files)} file(s) with {predictor.source}")
     predictions = predict_files(predictor, files, bs, console)
     frame = prediction_frame(predictor, predictions, top_k, thresh)
     out.parent.mkdir(parents=True, exist_ok=True)

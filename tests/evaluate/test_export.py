@@ -119,3 +119,11 @@ def test_a_newer_export_format_is_refused(exported: ExportResult, tmp_path: Path
     (folder / "preprocess.json").write_text(json.dumps(config))
     with pytest.raises(export_module.ImgclsError, match="export the run again"):
         load_predictor(folder)
+
+
+def test_exporting_again_without_onnx_removes_the_old_onnx_model(exported: ExportResult, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(exported.folder, tmp_path / "again"))
+    run = Path(json.loads((folder / "preprocess.json").read_text())["source"]["run"])
+    export_run(run, out=folder, onnx=False, quiet=True)
+    assert not (folder / "model.onnx").exists()
+    assert "onnx" not in json.loads((folder / "preprocess.json").read_text())
