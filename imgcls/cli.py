@@ -32,6 +32,7 @@ SetOption = Annotated[
     typer.Option("--set", "-s", help="Override a spec value: --set data.bs=32 (dotted path = YAML value)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")]
+Which = Annotated[str, typer.Option("--checkpoint", "-c", help="best, last, or a checkpoint file of the run.")]
 
 
 def handled(command: F) -> F:
@@ -155,6 +156,111 @@ def _torchrun(processes: int) -> int:
             forwarded.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     return subprocess.run([*command, "-m", "imgcls", *forwarded], check=False).returncode
+
+
+@app.command("lr-find")
+@handled
+def lr_find_command(
+    config: SpecFile,
+    *,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for lr_find.csv/.json/.png (default: runs/<name>-lr_find).")
+    ] = None,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="First learning rate.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Last learning rate.")] = 10.0,
+    num_it: Annotated[int, typer.Option("--num-it", help="Training batches of the exponential schedule.")] = 100,
+    unfrozen: Annotated[
+        bool, typer.Option("--unfrozen", help="Test the whole network even when training starts frozen.")
+    ] = False,
+    stop_div: Annotated[
+        bool, typer.Option("--stop-div/--no-stop-div", help="Stop once the smoothed loss exceeds 4x its minimum.")
+    ] = True,
+    quiet: Quiet = False,
+) -> None:
+    """Learning-rate range test (fastai's lr_find): print the minimum/steep/valley/slide suggestions."""
+    from imgcls.spec import load_spec
+    from imgcls.train.lr_find import LRFindOptions, run_lr_find
+
+    options = LRFindOptions(start_lr, end_lr, num_it, stop_div, unfrozen)
+    run_lr_find(load_spec(config, set_), out, options, quiet=quiet)
+
+
+@app.command("tta-eval")
+@handled
+def tta_eval_command(
+    run: RunDir,
+    *,
+    checkpoint: Which = "best",
+    n: Annotated[int, typer.Option("-n", "--n", help="Augmented passes (training transforms).")] = 4,
+    beta: Annotated[float, typer.Option(help="Weight of the plain pass in the blend.")] = 0.25,
+    use_max: Annotated[
+        bool, typer.Option("--use-max", help="Blend with the element-wise maximum instead of the mean.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate the validation set plainly and with test-time augmentation; write tta.csv and tta.json."""
+    from imgcls.evaluate.tta import run_tta
+
+    run_tta(run, checkpoint, n=n, beta=beta, use_max=use_max, quiet=quiet)
+
+
+@app.command("interpret")
+@handled
+def interpret_command(
+    run: RunDir,
+    *,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (default: RUN/interpret).")] = None,
+    checkpoint: Which = "best",
+    k: Annotated[int, typer.Option("--k", help="Images in the top-losses (or largest-errors) grid.")] = 9,
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="Least count for a pair to be listed as most confused.")
+    ] = 1,
+    quiet: Quiet = False,
+) -> None:
+    """What the model gets wrong: confusions and top losses, label thresholds, or point errors."""
+    from imgcls.evaluate.interpret_run import run_interpret
+
+    run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)
+
+
+@app.command("predict")
+@handled
+def predict_command(
+    source: Annotated[Path, typer.Argument(help="A run folder (imgcls train) or an export folder (imgcls export).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).")],
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")] = Path("predictions.csv"),
+    checkpoint: Which = "best",
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes per image, most probable first.")] = 3,
+    thresh: Annotated[
+        float | None, typer.Option("--thresh", help="Multi-label decision threshold (default: the run's).")
+    ] = None,
+    bs: Annotated[int, typer.Option("--bs", help="Images per batch.")] = 32,
+    quiet: Quiet = False,
+) -> None:
+    """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
+    from imgcls.evaluate.infer import run_predict
+
+    run_predict(source, inputs, out, checkpoint, top_k=top_k, thresh=thresh, bs=bs, quiet=quiet)
+
+
+@app.command("export")
+@handled
+def export_command(
+    run: RunDir,
+    *,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (default: RUN/export).")] = None,
+    checkpoint: Which = "best",
+    onnx: Annotated[
+        bool, typer.Option("--onnx/--no-onnx", help="Also write model.onnx, checked with onnxruntime.")
+    ] = True,
+    quiet: Quiet = False,
+) -> None:
+    """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
+    from imgcls.evaluate.export import export_run
+
+    export_run(run, checkpoint, out, onnx=onnx, quiet=quiet)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ def tiny_spec(path: str, **overrides: Any) -> dict[str, Any]:
             "num_workers": 0,
         },
         "augment": {"size": 32},
-        "model": TINY_MODEL,
+        "model": copy.deepcopy(TINY_MODEL),  # callers change it: never the shared default
         "train": {"stages": [{"schedule": "fit_one_cycle", "epochs": 2, "lr_max": 3e-3}], "metrics": ["accuracy"]},
         "runtime": {"log_every": 2},
     }

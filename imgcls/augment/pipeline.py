@@ -16,6 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from imgcls.augment.geometry import (
     GeometryParams,
     affine_matrices,
+    apply_homography,
     sampling_grid,
     transform_points,
     warp_coefficients,
@@ -52,6 +53,24 @@ class Normalizer:
 IMAGENET = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+@dataclass(frozen=True)
+class BatchGeometry:
+    """The sampling map one batch was resampled with, in normalized coordinates: an output location q reads
+    the input at homography(matrices q). `homography` is None when no warp was applied."""
+
+    matrices: torch.Tensor  # (N, 3, 3)
+    homography: torch.Tensor | None = None
+
+    def to_input(self, points: torch.Tensor) -> torch.Tensor:
+        """Points (N, P, 2) in the output frame -> where they are in the input (the sampling map itself)."""
+        mapped = apply_homography(self.matrices.to(points.dtype), points)
+        return apply_homography(self.homography.to(points.dtype), mapped) if self.homography is not None else mapped
+
+    def to_output(self, points: torch.Tensor) -> torch.Tensor:
+        """Points (N, P, 2) of the input -> the output frame (how point targets are moved)."""
+        return transform_points(points, self.matrices, self.homography)
+
+
 def logit(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(_EPS, 1 - _EPS)
     return torch.log(x / (1 - x))
@@ -82,12 +101,25 @@ class BatchAugment:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Augment (train) or just resize (valid) a uint8 (N, C, H, W) batch; points (N, P, 2) follow."""
+        x, points, _ = self.with_geometry(images, points, train=train, generator=generator)
+        return x, points
+
+    def with_geometry(
+        self,
+        images: torch.Tensor,
+        points: torch.Tensor | None = None,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, BatchGeometry]:
+        """As calling the transform (the same draws from `generator`), and the geometry each image got, so that
+        predictions made in the output frame can be mapped back to the input frame (TTA of point models)."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
         x = images.float().div_(255.0)
         augment = train and self.spec.enabled
         params = self.draw(x.shape[0], x.device, generator) if augment else self.identity(x.shape[0], x.device)
-        x, points = self.resample(x, points, params, augment)
+        x, points, geometry = self._resample(x, points, params, augment)
         if augment and self.spec.max_lighting > 0:
             x = self.lighting(x, generator)
         if self.channels == 1 and x.shape[1] == 3:
@@ -95,7 +127,7 @@ class BatchAugment:
             x = (x * luma).sum(dim=1, keepdim=True)
         if self.normalizer is not None:
             x = self.normalizer(x)
-        return x, points
+        return x, points, geometry
 
     # --- geometry ---------------------------------------------------------------------------------------
 
@@ -136,12 +168,18 @@ class BatchAugment:
     def resample(
         self, x: torch.Tensor, points: torch.Tensor | None, params: GeometryParams, augment: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, points, _ = self._resample(x, points, params, augment)
+        return x, points
+
+    def _resample(
+        self, x: torch.Tensor, points: torch.Tensor | None, params: GeometryParams, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, BatchGeometry]:
         in_size = (x.shape[2], x.shape[3])
         out_size = self.size or in_size
         square = in_size[0] == in_size[1]
         # Decided from the spec, not the drawn values, so that the device never waits for the host.
         if not augment and out_size == in_size and (square or self.spec.min_scale == 1):
-            return x, points
+            return x, points, BatchGeometry(torch.eye(3, device=x.device).repeat(x.shape[0], 1, 1))
         matrices = affine_matrices(params, in_size, self.spec.flip_vert, square_crop=self.spec.min_scale < 1)
         homography = warp_coefficients(params.warp_x, params.warp_y) if augment and self.spec.max_warp > 0 else None
         if points is not None:
@@ -149,7 +187,7 @@ class BatchAugment:
         grid = sampling_grid(matrices, out_size, homography)
         x = self._antialias(x, out_size)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode=_GRID_PADDING[self.spec.pad_mode], align_corners=False)
-        return x, points
+        return x, points, BatchGeometry(matrices, homography)
 
     @staticmethod
     def _antialias(x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:

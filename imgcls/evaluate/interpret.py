@@ -41,3 +41,64 @@ def per_class_report(matrix: np.ndarray, vocab: list[str]) -> pd.DataFrame:
 
 def class_decisions(outputs: torch.Tensor) -> np.ndarray:
     return outputs.argmax(dim=-1).numpy()
+
+
+def normalized_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (rows with no item stay 0): the share of each actual class per prediction."""
+    totals = matrix.sum(axis=1, keepdims=True).astype(float)
+    shares: np.ndarray = np.divide(matrix.astype(float), totals, out=np.zeros(matrix.shape), where=totals > 0)
+    return shares
+
+
+def top_losses(losses: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the k largest losses, largest first (ties: the earlier item first)."""
+    k = min(k, len(losses))
+    order = torch.sort(losses, descending=True, stable=True).indices
+    return order[:k]
+
+
+# --- multi-label ------------------------------------------------------------------------------------------------
+
+THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
+
+
+def multilabel_report(probs: np.ndarray, targets: np.ndarray, vocab: list[str], thresh: float) -> pd.DataFrame:
+    """Per label at `thresh` (probabilities > thresh): precision, recall, F1, accuracy (share of items decided
+    right), support (items with the label) and how many items were predicted to have it."""
+    predicted = probs > thresh
+    actual = targets > 0.5
+    true_pos = (predicted & actual).sum(axis=0).astype(float)
+    n_predicted = predicted.sum(axis=0).astype(float)
+    support = actual.sum(axis=0).astype(float)
+    precision = np.divide(true_pos, n_predicted, out=np.zeros_like(true_pos), where=n_predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
+    accuracy = (predicted == actual).mean(axis=0)
+    columns = {
+        "label": vocab,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": accuracy,
+        "support": support.astype(int),
+        "predicted": n_predicted.astype(int),
+    }
+    report: pd.DataFrame = pd.DataFrame(columns)
+    return report
+
+
+def threshold_sweep(outputs: torch.Tensor, targets: torch.Tensor, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """accuracy_multi (sigmoid of the raw outputs) at each threshold."""
+    from imgcls.train.metrics import accuracy_multi
+
+    return np.array([accuracy_multi(outputs, targets, float(t)) for t in thresholds])
+
+
+# --- points -------------------------------------------------------------------------------------------------------
+
+
+def point_distances(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Mean Euclidean distance per item between (N, P, 2) predicted and actual points."""
+    distances: np.ndarray = np.linalg.norm(predicted - actual, axis=-1).mean(axis=-1)
+    return distances

@@ -101,10 +101,18 @@ def validation_data(loaded: LoadedRun, quiet: bool = True) -> DataBundle:
     return data
 
 
-def valid_loader(loaded: LoadedRun, data: DataBundle, train_tfms: bool = False, seed_offset: int = 0) -> DeviceLoader:
-    """Validation items in order; `train_tfms` applies the training item and batch transforms (TTA)."""
+def valid_loader(
+    loaded: LoadedRun,
+    data: DataBundle,
+    train_tfms: bool = False,
+    seed_offset: int = 0,
+    item_train: bool | None = None,
+) -> DeviceLoader:
+    """Validation items in order; `train_tfms` applies the training item and batch transforms (TTA), or only the
+    training batch transforms with `item_train=False` (TTA of point models: the item frame stays the plain one)."""
     spec = loaded.spec
-    dataset = data.dataset(train=False, seed=spec.seed + seed_offset, randomized=train_tfms)
+    item_train = train_tfms if item_train is None else item_train
+    dataset = data.dataset(train=False, seed=spec.seed + seed_offset, randomized=item_train)
     sampler = EpochBatchSampler(len(dataset), spec.data.val_bs or spec.data.bs, train=False, seed=spec.seed)
     loader = make_loader(dataset, sampler, worker_count(spec, loaded.runtime), loaded.runtime.device.type == "cuda")
     return DeviceLoader(

@@ -94,6 +94,7 @@ def image_grid(
     out: Path,
     points: Sequence[Sequence[np.ndarray]] | None = None,
     ncols: int | None = None,
+    suptitle: str | None = None,
 ) -> Path:
     """HWC uint8 images in a grid with a title each; `points` draws (x, y) pixel sets (true, predicted)."""
     plt = _pyplot()
@@ -110,7 +111,78 @@ def image_grid(
         if points is not None:
             for group, (colour, marker) in zip(points[index], (("lime", "o"), ("red", "x")), strict=False):
                 axis.scatter(group[:, 0], group[:, 1], c=colour, marker=marker, s=40)
+    if suptitle:
+        fig.suptitle(suptitle)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestions: Sequence[Any], out: Path) -> Path:
+    """The smoothed loss against the learning rate (log scale), each suggestion marked where fastai marks it
+    and labelled with its value."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, losses, color="tab:blue", linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    ax.set_title("lr-find")
+    finite = np.array([v for v in losses if np.isfinite(v)])
+    if len(finite):
+        # Show the rise after the minimum up to the level the curve started from, not the whole divergent tail.
+        # (the first tenth is skipped when finding the minimum, as the suggestions skip it: one batch is noise)
+        skip = len(finite) // 10
+        lowest = skip + int(finite[skip:].argmin())
+        low = float(finite.min())
+        top = min(float(finite.max()), float(finite[: lowest + 1].max()) * 1.1)
+        margin = 0.05 * max(top - low, 1e-3)
+        ax.set_ylim(low - margin, top + margin)
+    markers = ("o", "s", "^", "D", "v", "P")
+    colours = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
+    for index, suggestion in enumerate(suggestions):
+        if not np.isfinite(suggestion.lr):
+            continue
+        x, y = suggestion.point
+        colour = colours[index % len(colours)]
+        ax.axvline(suggestion.lr, color=colour, linestyle=":", linewidth=1)
+        ax.plot(
+            x,
+            y,
+            marker=markers[index % len(markers)],
+            color=colour,
+            linestyle="none",
+            markersize=8,
+            label=f"{suggestion.name}: {suggestion.lr:.2e}"
+            + ("" if np.isclose(x, suggestion.lr) else f" (marked lr / {x / suggestion.lr:.3g})"),
+        )
+    if suggestions:
+        ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_threshold_sweep(
+    thresholds: np.ndarray, accuracies: np.ndarray, current: float, out: Path, metric: str = "accuracy_multi"
+) -> Path:
+    """A metric against the decision threshold, with the best threshold and the run's own marked."""
+    plt = _pyplot()
+    values = np.asarray(accuracies, dtype=float)
+    best = int(values.argmax())
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(thresholds, values, marker=".", color="tab:blue")
+    ax.axvline(
+        thresholds[best], color="tab:green", linestyle="--", label=f"best {thresholds[best]:.3g}: {values[best]:.4f}"
+    )
+    ax.axvline(current, color="tab:grey", linestyle=":", label=f"run's threshold {current:.3g}")
+    ax.set_xlabel("threshold (on the sigmoid)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against the threshold")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
