@@ -406,7 +406,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--arch", default="resnet18", help="resnet18 (timm, both sides) or xresnet18 (default resnet18)")
     add("--train-size", type=int, default=128, help="training size, px (default 128)")
     add("--train-bs", type=int, default=32, help="training batch size (default 32)")
-    add("--epochs", type=int, default=3, help="training epochs (default 3)")
+    add("--epochs", type=int, default=4, help="training epochs (default 4)")
     add("--lr", type=float, default=3e-3, help="fit_one_cycle lr_max (default 3e-3)")
     add("--train-rounds", type=int, default=1, help="training runs per side (default 1)")
     add("--skip", nargs="*", default=[], choices=["data", "train", "step"], help="parts to leave out")
