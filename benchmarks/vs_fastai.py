@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--bs", type=int, default=64, help="data-path batch size (default 64)")
     add("--item-size", type=int, default=460, help="item resize, px (default 460)")
     add("--size", type=int, default=224, help="data-path augmented size, px (224 or 128; default 224)")
-    add("--rounds", type=int, default=2, help="data-path rounds per side (default 2)")
+    add("--rounds", type=int, default=3, help="data-path rounds per side (default 3)")
     add("--data-epochs", type=int, default=2, help="epochs per data-path round; the first is cold (default 2)")
     add("--arch", default="resnet18", help="resnet18 (timm, both sides) or xresnet18 (default resnet18)")
     add("--train-size", type=int, default=128, help="training size, px (default 128)")
