@@ -11,6 +11,8 @@ processes on a shared 2-core box) falls on all of them alike:
                   hand-written presize, to tell imgcls's own overhead from the work itself
 - imgcls-uint8:   imgcls's DataLoader (item transform resize 460 crop) -> uint8 batches in this process
 - imgcls-device:  imgcls's DeviceLoader: the above, moved to the device, fused augmentation to 224 (no model)
+- what-if-no-antialias (only with --what-if): imgcls-device with BatchAugment._antialias patched out in this
+                  process, to size that fix; not imgcls's behaviour
 
 Every variant reads the training split (the files imgcls trains on); images/s counts images delivered.
 """
@@ -106,6 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="augmented size, px (default 224)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
+    parser.add_argument("--what-if", action="store_true", help="add imgcls-device with _antialias patched out")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in this process (default torch's)")
     return parser.parse_args(argv)
 
 
@@ -151,6 +155,17 @@ def build_variants(root: Path, args: argparse.Namespace) -> dict[str, Variant]:
         sync(device)
         return n
 
+    def without_antialias(epoch: int) -> int:
+        """What-if (not imgcls's behaviour): BatchAugment._antialias patched out for this epoch only."""
+        from imgcls.augment.pipeline import BatchAugment
+
+        original = BatchAugment.__dict__["_antialias"]
+        BatchAugment._antialias = staticmethod(lambda x, out_size: x)  # type: ignore[method-assign]
+        try:
+            return imgcls_device(epoch)
+        finally:
+            BatchAugment._antialias = original  # type: ignore[method-assign]
+
     decode = torch_loader(DecodeOnly(paths), args, count_collate)
     presize = torch_loader(PresizeRef(paths, args.item_size), args, stack_collate)
     return {
@@ -159,6 +174,7 @@ def build_variants(root: Path, args: argparse.Namespace) -> dict[str, Variant]:
         "presize-ref": over(presize, lambda b: int(b.shape[0])),
         "imgcls-uint8": imgcls_uint8,
         "imgcls-device": imgcls_device,
+        **({"what-if-no-antialias": without_antialias} if args.what_if else {}),
     }
 
 
@@ -167,14 +183,14 @@ def measure(variants: dict[str, Variant], rounds: int) -> dict[str, list[float]]
     names = list(variants)
     for name in names:
         n, seconds = timed(lambda name=name: variants[name](0))
-        print(f"warm-up {name:14s} {n:5d} images in {seconds:6.2f} s (incl. worker start)", flush=True)
+        print(f"warm-up {name:20s} {n:5d} images in {seconds:6.2f} s (incl. worker start)", flush=True)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for number in range(rounds):
         order = names if number % 2 == 0 else names[::-1]
         for name in order:
             n, seconds = timed(lambda name=name, epoch=number + 1: variants[name](epoch))
             rates[name].append(n / seconds)
-            print(f"round {number + 1} {name:14s} {n / seconds:8.1f} images/s  (load {os.getloadavg()[0]:.1f})")
+            print(f"round {number + 1} {name:20s} {n / seconds:8.1f} images/s  (load {os.getloadavg()[0]:.1f})")
     return rates
 
 
@@ -188,6 +204,7 @@ def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
         ("imgcls-uint8", "pil-workers", "imgcls CPU part (decode+resize 460) vs decode only"),
         ("imgcls-uint8", "presize-ref", "imgcls CPU part vs minimal PIL presize, same work"),
         ("imgcls-device", "imgcls-uint8", "cost of the batch augmentation on the device"),
+        ("what-if-no-antialias", "imgcls-device", "what-if: BatchAugment without the area pre-resize"),
     ]
     ratio_rows = [
         [f"{a} / {b}", f"{ratio(rates[a], rates[b]):.3f}", why] for a, b, why in pairs if a in rates and b in rates
@@ -199,6 +216,9 @@ def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     params = DataParams(classes=args.classes, per_class=args.n)
     root = ensure_data(args.data or default_data_dir(params), params)

@@ -46,6 +46,8 @@ def build_train_dl(root: Path, item_size: int, size: int, bs: int) -> Any:
 
 def stages(dl: Any, bs: int) -> list[tuple[str, Callable[[], int]]]:
     """The item path over one batch of items, then after_batch and each of its transforms on that batch."""
+    # Train-only transforms (lighting) run only when called with the training split index.
+    dl.after_batch.split_idx = 0
     samples = [dl.do_item(i) for i in range(bs)]
     raw = dl.create_batch(dl.before_batch(samples))
     result = [
@@ -55,8 +57,8 @@ def stages(dl: Any, bs: int) -> list[tuple[str, Callable[[], int]]]:
     ]
     batch = raw
     for tfm in dl.after_batch.fs:
-        result.append((f"  {type(tfm).__name__}", lambda tfm=tfm, batch=batch: (tfm(batch), bs)[1]))
-        batch = tfm(batch)
+        result.append((f"  {type(tfm).__name__}", lambda tfm=tfm, batch=batch: (tfm(batch, split_idx=0), bs)[1]))
+        batch = tfm(batch, split_idx=0)
     return result
 
 
