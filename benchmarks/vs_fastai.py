@@ -1,0 +1,477 @@
+"""Issue 7: imgcls against fastai 2.8.12 on the same JPEG folder, split and recipe, in one run.
+
+    PYTHONPATH=. /work/main/.venv/bin/python benchmarks/vs_fastai.py [--size 224] [--rounds 2] [--epochs 3]
+
+Recipe on both sides: item resize `--item-size` (460) crop on the CPU in `--workers` DataLoader workers, batch
+augmentation to `--size` with min_scale 0.75 (fastai: aug_transforms(size=..., min_scale=0.75); imgcls:
+augment: {size, min_scale: 0.75}), no normalization, the split in <data>/valid.txt. Each side runs in its own
+subprocess (fastai lives in its own venv, --fastai-python); rounds alternate the order (imgcls first, then
+fastai first, ...) so that machine noise falls on both alike. Measured:
+
+1. data path: images/s delivered to the device, no model, per epoch after a warm-up epoch.
+2. training: `--arch` from scratch at `--train-size` for `--epochs` epochs of one-cycle at `--lr`; seconds per
+   epoch (train + validation, as each side's own log records it) and the final validation accuracy.
+3. GPU only: resnet50 @224 bf16 channels_last, imgcls's training step fed by its loader vs the same step fed
+   one batch already on the device; the ratio is the fraction of step throughput the data path sustains.
+   Skipped (with a message) without CUDA; `--step-smoke` runs the same code path on the CPU, tiny, as a check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import (
+    DataParams,
+    cpu_model,
+    default_data_dir,
+    ensure_data,
+    imgcls_spec,
+    imgcls_train_loader,
+    pick_device,
+    ratio,
+    summarize,
+    sync,
+    table,
+    timed,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+IMGCLS_PYTHON = "/work/main/.venv/bin/python"
+FASTAI_PYTHON = str(REPO / ".venv-bench" / "bin" / "python")
+TARGET_DATA = 3.0  # issue 7: imgcls's data path >= 3x fastai's images/s
+TARGET_TRAIN = 1.5  # issue 7: training >= 1.5x faster per epoch, at equal or better accuracy
+
+
+# --- imgcls side (runs under --imgcls-python with PYTHONPATH = this repository) -------------------------------
+
+
+def imgcls_data_path(cfg: dict[str, Any]) -> dict[str, Any]:
+    """images/s of the training DeviceLoader, one entry per epoch (the first includes worker start)."""
+    device = pick_device(cfg["device"])
+    spec = imgcls_spec(Path(cfg["root"]), cfg["item_size"], cfg["size"], cfg["bs"], cfg["workers"])
+    loader, _ = imgcls_train_loader(spec, device, channels_last=device.type == "cuda")
+
+    def epoch() -> int:
+        n = 0
+        for batch in loader:
+            n += batch.images.shape[0]
+        sync(device)
+        return n
+
+    rates = []
+    for number in range(cfg["data_epochs"]):
+        loader.set_epoch(number)
+        n, seconds = timed(epoch)
+        rates.append(n / seconds)
+    return {"rates": rates}
+
+
+def imgcls_training(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`imgcls.train.run.train` on the recipe; seconds and accuracy per epoch from its metrics.csv."""
+    import csv
+
+    from imgcls.train.run import train
+
+    spec = imgcls_spec(
+        Path(cfg["root"]),
+        cfg["item_size"],
+        cfg["train_size"],
+        cfg["train_bs"],
+        cfg["workers"],
+        seed=cfg["seed"],
+        model={"arch": cfg["arch"], "pretrained": False},
+        train={
+            "stages": [{"schedule": "fit_one_cycle", "epochs": cfg["epochs"], "lr_max": cfg["lr"]}],
+            "metrics": ["accuracy"],
+        },
+        runtime={"device": cfg["device"]},
+    )
+    out = Path(tempfile.mkdtemp(prefix="imgcls-vs-fastai-")) / "run"
+    _, total = timed(lambda: bool(train(spec, out, quiet=True)))
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "epoch_seconds": [float(r["seconds"]) for r in rows],
+        "accuracy": [float(r["accuracy"]) for r in rows],
+        "total_seconds": total,
+    }
+
+
+def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
+    """imgcls's train_batch fed by its DeviceLoader vs fed one cached device batch, alternating rounds."""
+    from imgcls.augment.pipeline import BatchAugment
+    from imgcls.data.datablock import build_data
+    from imgcls.models.factory import create_model
+    from imgcls.train.callbacks.base import CallbackList
+    from imgcls.train.loop import FitContext, InterruptFlag
+    from imgcls.train.losses import build_loss
+    from imgcls.train.optim import build_optimizer
+    from imgcls.train.runtime import resolve_runtime
+    from imgcls.train.schedule import stage_phases
+    from imgcls.train.setup import place_model, stage_loaders
+    from imgcls.train.state import Position, TrainState
+
+    spec = imgcls_spec(
+        Path(cfg["root"]),
+        cfg["item_size"],
+        cfg["step_size"],
+        cfg["step_bs"],
+        cfg["workers"],
+        model={"arch": cfg["step_arch"], "pretrained": False},
+        runtime={"device": cfg["step_device"], "precision": cfg["step_precision"], "channels_last": True},
+    )
+    runtime = resolve_runtime(spec.runtime)
+    data = build_data(spec.data, quiet=True)
+    model = place_model(create_model(spec.model, data.info.n_out), runtime)
+    phase = stage_phases(spec.train.stages[0])[0]
+    optimizer = build_optimizer(model, model.param_groups(), spec.train, phase)  # type: ignore[operator]
+    loader = stage_loaders(spec, data, runtime, BatchAugment(spec.augment), spec.final_size, spec.data.bs).train
+    state = TrainState(
+        model,
+        optimizer,
+        build_loss(spec.train.loss, data.info.kind),
+        runtime,
+        data.info,
+        Path(),
+        phase,
+        "fit",
+        Position(),
+    )
+    state.n_batches = 1 << 30  # keeps the one-cycle position near 0: the schedule does not matter for speed
+    ctx = FitContext(loader, dict, CallbackList([]), runtime.grad_scaler(), InterruptFlag(), int, log_every=1 << 30)
+    model.train()
+    return _step_rounds(state, ctx, loader, cfg["step_rounds"], runtime.device)
+
+
+def _step_rounds(state: Any, ctx: Any, loader: Any, rounds: int, device: Any) -> dict[str, Any]:
+    from imgcls.train.loop import train_batch
+
+    kept = []
+
+    def fed_by_loader(epoch: int) -> int:
+        loader.set_epoch(epoch)
+        n = 0
+        for batch in loader:
+            train_batch(state, ctx, batch)
+            n += batch.images.shape[0]
+            if not kept:
+                kept.append(batch)
+        sync(device)
+        return n
+
+    def fed_by_one_batch(steps: int) -> int:
+        for _ in range(steps):
+            train_batch(state, ctx, kept[0])
+        sync(device)
+        return steps * kept[0].images.shape[0]
+
+    fed_by_loader(0)  # warm-up: worker start, cuDNN autotuning, allocator
+    steps = len(loader)
+    loader_rates, cached_rates = [], []
+    for number in range(rounds):
+        n, seconds = timed(lambda epoch=number + 1: fed_by_loader(epoch))
+        loader_rates.append(n / seconds)
+        n, seconds = timed(lambda: fed_by_one_batch(steps))
+        cached_rates.append(n / seconds)
+    return {"loader_rates": loader_rates, "cached_rates": cached_rates, "steps_per_epoch": steps}
+
+
+# --- fastai side (runs under --fastai-python; needs no imgcls) ---------------------------------------------
+
+
+def fastai_dls(cfg: dict[str, Any], size: int, bs: int) -> Any:
+    """fastai's DataLoaders for the recipe: the same files and the same split (valid.txt) as imgcls's."""
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        FuncSplitter,
+        ImageBlock,
+        Resize,
+        aug_transforms,
+        get_image_files,
+        parent_label,
+        set_seed,
+    )
+
+    root = Path(cfg["root"])
+    valid = set((root / "valid.txt").read_text().split())
+    set_seed(cfg["seed"])
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=get_image_files,
+        get_y=parent_label,
+        splitter=FuncSplitter(lambda p: f"{Path(p).parent.name}/{Path(p).name}" in valid),
+        item_tfms=Resize(cfg["item_size"]),
+        batch_tfms=aug_transforms(size=size, min_scale=0.75),
+    )
+    return block.dataloaders(root, bs=bs, num_workers=cfg["workers"], device=pick_device(cfg["device"]))
+
+
+def fastai_data_path(cfg: dict[str, Any]) -> dict[str, Any]:
+    """images/s of dls.train, each batch forced (one element read back), one entry per epoch."""
+    dls = fastai_dls(cfg, cfg["size"], cfg["bs"])
+    device = pick_device(cfg["device"])
+
+    def epoch() -> int:
+        n = 0
+        for images, _ in dls.train:
+            n += images.shape[0]
+        sync(device)
+        return n
+
+    rates = []
+    for _ in range(cfg["data_epochs"]):
+        n, seconds = timed(epoch)
+        rates.append(n / seconds)
+    return {"rates": rates}
+
+
+def fastai_training(cfg: dict[str, Any]) -> dict[str, Any]:
+    """vision_learner(arch, pretrained=False) + fit_one_cycle; epoch seconds measured by a callback."""
+    from fastai.vision.all import Callback, accuracy, vision_learner, xresnet18
+
+    class EpochTimer(Callback):
+        """Seconds from before_epoch to after_epoch: training and validation, like imgcls's `seconds`."""
+
+        def before_fit(self) -> None:
+            self.seconds: list[float] = []
+
+        def before_epoch(self) -> None:
+            self.start = time.perf_counter()
+
+        def after_epoch(self) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+
+    def run() -> Any:
+        dls = fastai_dls(cfg, cfg["train_size"], cfg["train_bs"])
+        arch = xresnet18 if cfg["arch"] == "xresnet18" else cfg["arch"]  # a string is a timm model, like imgcls
+        learn = vision_learner(dls, arch, pretrained=False, metrics=accuracy, cbs=EpochTimer())
+        with learn.no_bar(), learn.no_logging():
+            learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
+        return learn
+
+    learn, total = timed(run)
+    names = list(learn.recorder.metric_names)  # epoch, train_loss, valid_loss, accuracy, time
+    column = names.index("accuracy") - 1
+    return {
+        "epoch_seconds": learn.epoch_timer.seconds,
+        "accuracy": [float(row[column]) for row in learn.recorder.values],
+        "total_seconds": total,
+    }
+
+
+TASKS = {
+    ("imgcls", "data"): imgcls_data_path,
+    ("imgcls", "train"): imgcls_training,
+    ("imgcls", "step"): imgcls_step,
+    ("fastai", "data"): fastai_data_path,
+    ("fastai", "train"): fastai_training,
+}
+
+
+def worker(side: str, task: str, config: Path, out: Path) -> None:
+    """Subprocess entry: run one (side, task) with the JSON config, write the JSON result."""
+    cfg = json.loads(config.read_text())
+    result = TASKS[(side, task)](cfg)
+    out.write_text(json.dumps(result))
+
+
+# --- the orchestrator ----------------------------------------------------------------------------------------
+
+
+def run_side(side: str, task: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Run one side's task in a fresh subprocess of that side's python; its JSON result plus wall seconds."""
+    python = args.imgcls_python if side == "imgcls" else args.fastai_python
+    with tempfile.TemporaryDirectory(prefix="vs-fastai-") as scratch:
+        config, out = Path(scratch) / "config.json", Path(scratch) / "result.json"
+        config.write_text(json.dumps(cfg))
+        env = dict(os.environ)
+        if side == "imgcls":  # this worktree's imgcls wins over an editable install elsewhere
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        command = [python, str(Path(__file__).resolve()), "--worker", side, task, str(config), str(out)]
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
+            raise SystemExit(f"{side} {task} failed with exit code {done.returncode}")
+        result: dict[str, Any] = json.loads(out.read_text())
+    result["wall_seconds"] = wall
+    return result
+
+
+def alternate(task: str, rounds: int, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """`rounds` rounds of both sides; odd rounds run fastai first."""
+    results: dict[str, list[dict[str, Any]]] = {"imgcls": [], "fastai": []}
+    for number in range(rounds):
+        order = ["imgcls", "fastai"] if number % 2 == 0 else ["fastai", "imgcls"]
+        for side in order:
+            result = run_side(side, task, cfg, args)
+            results[side].append(result)
+            brief = {k: v for k, v in result.items() if k != "wall_seconds"}
+            print(f"  round {number + 1} {task:5s} {side:6s} {_short(brief)}  (load {os.getloadavg()[0]:.1f})")
+    return results
+
+
+def _short(result: dict[str, Any]) -> str:
+    def fmt(value: Any) -> str:
+        if isinstance(value, list):
+            return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"{key}={fmt(value)}" for key, value in result.items())
+
+
+def report_data(results: dict[str, list[dict[str, Any]]]) -> float:
+    """Table of images/s (steady: epochs after the first of each subprocess; cold: the first) and the ratio."""
+    steady = {side: [r for res in runs for r in res["rates"][1:] or res["rates"]] for side, runs in results.items()}
+    cold = {side: [res["rates"][0] for res in runs] for side, runs in results.items()}
+    rows = [[side, summarize(steady[side]), summarize(cold[side])] for side in results]
+    print(table(rows, ["side", "images/s steady, median (min-max)", "first epoch (incl. worker start)"]))
+    value = ratio(steady["imgcls"], steady["fastai"])
+    verdict = "meets" if value >= TARGET_DATA else "misses"
+    print(f"\ndata path imgcls / fastai = {value:.2f}x (steady); {verdict} the issue-7 target of {TARGET_DATA}x")
+    return value
+
+
+def report_training(results: dict[str, list[dict[str, Any]]]) -> float:
+    """Seconds per epoch (all epochs, and epochs 2+), final accuracy, total; the speed-up fastai/imgcls."""
+    rows, later, final = [], {}, {}
+    for side, runs in results.items():
+        every = [s for res in runs for s in res["epoch_seconds"]]
+        later[side] = [s for res in runs for s in res["epoch_seconds"][1:]] or every
+        final[side] = [res["accuracy"][-1] for res in runs]
+        totals = " ".join(f"{res['total_seconds']:.0f}" for res in runs)
+        accuracy = " ".join(f"{a:.3f}" for a in final[side])
+        rows.append([side, summarize(every), summarize(later[side]), accuracy, totals])
+    header = ["side", "s/epoch, all (median, min-max)", "s/epoch, epochs 2+", "final accuracy", "total s"]
+    print(table(rows, header))
+    speedup = ratio(later["fastai"], later["imgcls"])
+    gap = statistics.mean(final["imgcls"]) - statistics.mean(final["fastai"])
+    verdict = "meets" if speedup >= TARGET_TRAIN and gap >= 0 else "misses"
+    print(
+        f"\ntraining speed-up fastai s/epoch / imgcls s/epoch = {speedup:.2f}x (epochs 2+); accuracy imgcls - fastai "
+        f"= {gap:+.3f}; {verdict} the issue-7 target of {TARGET_TRAIN}x at equal or better accuracy"
+    )
+    return speedup
+
+
+def report_step(result: dict[str, Any], cfg: dict[str, Any]) -> None:
+    loader, cached = result["loader_rates"], result["cached_rates"]
+    rows = [["fed by imgcls's DeviceLoader", summarize(loader)], ["fed one cached device batch", summarize(cached)]]
+    print(table(rows, [f"{cfg['step_arch']} @{cfg['step_size']} {cfg['step_precision']} step", "images/s"]))
+    print(f"\ndata-path fraction (loader-fed / cached) = {ratio(loader, cached):.3f}")
+
+
+def gpu_step(cfg: dict[str, Any], args: argparse.Namespace) -> None:
+    """The GPU-only measurement, or the CPU smoke test of its code path, or a clear skip."""
+    import torch
+
+    if args.step_smoke:
+        cfg = {**cfg, "step_device": "cpu", "step_arch": "xresnet_tiny", "step_size": 64, "step_bs": 16}
+        cfg.update(step_precision="fp32", step_rounds=1)
+        print("\n## step smoke test on the CPU (tiny model; checks the code path, not a measurement)")
+    elif not torch.cuda.is_available():
+        print(
+            "\n## GPU step: skipped, no CUDA device here (torch.cuda.is_available() is False); on a GPU machine "
+            "this runs resnet50 @224 bf16 channels_last fed by imgcls's loader vs fed one cached batch"
+        )
+        return
+    else:
+        print(f"\n## GPU step on {torch.cuda.get_device_name(0)}")
+    report_step(run_side("imgcls", "step", cfg, args), cfg)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--data", type=Path, default=None, help="image folder (generated if missing)")
+    add("--n", type=int, default=200, help="images per class (default 200: 320 train / 80 valid)")
+    add("--classes", type=int, default=2, help="classes, 2-5 (default 2)")
+    add("--workers", type=int, default=None, help="DataLoader workers on both sides (default: imgcls's choice)")
+    add("--bs", type=int, default=64, help="data-path batch size (default 64)")
+    add("--item-size", type=int, default=460, help="item resize, px (default 460)")
+    add("--size", type=int, default=224, help="data-path augmented size, px (224 or 128; default 224)")
+    add("--rounds", type=int, default=3, help="data-path rounds per side (default 3)")
+    add("--data-epochs", type=int, default=2, help="epochs per data-path round; the first is cold (default 2)")
+    add("--arch", default="resnet18", help="resnet18 (timm, both sides) or xresnet18 (default resnet18)")
+    add("--train-size", type=int, default=128, help="training size, px (default 128)")
+    add("--train-bs", type=int, default=32, help="training batch size (default 32)")
+    add("--epochs", type=int, default=4, help="training epochs (default 4)")
+    add("--lr", type=float, default=3e-3, help="fit_one_cycle lr_max (default 3e-3)")
+    add("--train-rounds", type=int, default=1, help="training runs per side (default 1)")
+    add("--skip", nargs="*", default=[], choices=["data", "train", "step"], help="parts to leave out")
+    add("--step-smoke", action="store_true", help="run the GPU-step code path on the CPU with a tiny model")
+    add("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add("--seed", type=int, default=42)
+    add("--imgcls-python", default=IMGCLS_PYTHON, help=f"python for imgcls (default {IMGCLS_PYTHON})")
+    add("--fastai-python", default=FASTAI_PYTHON, help=f"python with fastai 2.8.12 (default {FASTAI_PYTHON})")
+    add("--worker", nargs=4, metavar=("SIDE", "TASK", "CONFIG", "OUT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def config(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """What every worker subprocess reads: the recipe and the sizes, nothing side-specific."""
+    workers = args.workers
+    if workers is None:
+        workers = min(8, len(os.sched_getaffinity(0)))  # imgcls.data.loaders.default_workers, without importing it
+    return {
+        "root": str(root),
+        "item_size": args.item_size,
+        "size": args.size,
+        "bs": args.bs,
+        "workers": workers,
+        "device": args.device,
+        "seed": args.seed,
+        "data_epochs": args.data_epochs,
+        "arch": args.arch,
+        "train_size": args.train_size,
+        "train_bs": args.train_bs,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "step_device": "cuda",
+        "step_arch": "resnet50",
+        "step_size": 224,
+        "step_bs": args.bs,
+        "step_precision": "bf16",
+        "step_rounds": 3,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        side, task, cfg_file, out = args.worker
+        worker(side, task, Path(cfg_file), Path(out))
+        return
+    params = DataParams(classes=args.classes, per_class=args.n)
+    root = ensure_data(args.data or default_data_dir(params), params)
+    cfg = config(args, root)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu_model()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"imgcls: {args.imgcls_python} (PYTHONPATH {REPO}); fastai: {args.fastai_python}")
+    print(f"data {root}: {args.classes} classes x {args.n} JPEGs; workers {cfg['workers']}")
+    if "data" not in args.skip:
+        print(f"\n## data path: bs {args.bs}, resize {args.item_size} crop -> augment {args.size}, min_scale 0.75")
+        report_data(alternate("data", args.rounds, cfg, args))
+    if "train" not in args.skip:
+        print(
+            f"\n## training: {args.arch} from scratch, {args.epochs} epochs fit_one_cycle lr {args.lr}, bs "
+            f"{args.train_bs}, resize {args.item_size} crop -> augment {args.train_size}, min_scale 0.75"
+        )
+        report_training(alternate("train", args.train_rounds, cfg, args))
+    if "step" not in args.skip:
+        gpu_step(cfg, args)
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
