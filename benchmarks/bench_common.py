@@ -224,11 +224,12 @@ def imgcls_train_loader(spec: Any, device: Any, channels_last: bool = False) -> 
     from imgcls.augment.pipeline import BatchAugment
     from imgcls.data.datablock import build_data
     from imgcls.train.runtime import Runtime
-    from imgcls.train.setup import stage_loaders
+    from imgcls.train.setup import DataSource, stage_loaders
 
     data = build_data(spec.data, quiet=True)
     runtime = Runtime(device, "fp32", channels_last=channels_last, compile=False)
-    loaders = stage_loaders(spec, data, runtime, BatchAugment(spec.augment), spec.final_size, spec.data.bs)
+    source = DataSource(spec, data, runtime)
+    loaders = stage_loaders(source, BatchAugment(spec.augment), spec.final_size, spec.data.bs)
     return loaders.train, data
 
 

@@ -11,6 +11,8 @@ processes on a shared 2-core box) falls on all of them alike:
                   hand-written presize, to tell imgcls's own overhead from the work itself
 - imgcls-uint8:   imgcls's DataLoader (item transform resize 460 crop) -> uint8 batches in this process
 - imgcls-device:  imgcls's DeviceLoader: the above, moved to the device, fused augmentation to 224 (no model)
+- imgcls-device-cache: the same with data.mode cache (the warm-up epoch fills the presize cache; timed epochs
+                  read it and cut a fresh random window per image)
 - what-if-no-antialias (only with --what-if): imgcls-device with BatchAugment._antialias patched out in this
                   process, to size that fix; not imgcls's behaviour
 
@@ -113,9 +115,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def imgcls_loaders(root: Path, args: argparse.Namespace, device: Any) -> tuple[Any, list[str]]:
-    """imgcls's DeviceLoader of the training split, and the split's files."""
+def imgcls_loaders(root: Path, args: argparse.Namespace, device: Any, mode: str = "stream") -> tuple[Any, list[str]]:
+    """imgcls's DeviceLoader of the training split (data.mode `mode`), and the split's files."""
     spec = imgcls_spec(root, args.item_size, args.size, args.bs, args.workers)
+    cache_dir = str(root.parent / f"{root.name}-presize-cache")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"mode": mode, "cache_dir": cache_dir})})
     loader, data = imgcls_train_loader(spec, device, channels_last=device.type == "cuda")
     return loader, [str(data.items.paths[int(i)]) for i in data.split.train]
 
@@ -133,6 +137,8 @@ def torch_loader(dataset: Any, args: argparse.Namespace, collate: Callable[..., 
 def build_variants(root: Path, args: argparse.Namespace) -> dict[str, Variant]:
     device = pick_device(args.device)
     device_loader, paths = imgcls_loaders(root, args, device)
+    # data.mode cache: the warm-up epoch fills the presize cache, the timed epochs read it.
+    cache_loader, _ = imgcls_loaders(root, args, device, mode="cache")
 
     def pil_1proc(_: int) -> int:
         return len([DecodeOnly(paths)[i] for i in range(len(paths))])
@@ -147,13 +153,18 @@ def build_variants(root: Path, args: argparse.Namespace) -> dict[str, Variant]:
         device_loader.set_epoch(epoch)
         return sum(len(batch) for batch in device_loader.loader)
 
-    def imgcls_device(epoch: int) -> int:
-        device_loader.set_epoch(epoch)
-        n = 0
-        for batch in device_loader:
-            n += batch.images.shape[0]
-        sync(device)
-        return n
+    def delivered(loader: Any) -> Variant:
+        def run(epoch: int) -> int:
+            loader.set_epoch(epoch)
+            n = 0
+            for batch in loader:
+                n += batch.images.shape[0]
+            sync(device)
+            return n
+
+        return run
+
+    imgcls_device = delivered(device_loader)
 
     def without_antialias(epoch: int) -> int:
         """What-if (not imgcls's behaviour): BatchAugment._antialias patched out for this epoch only."""
@@ -174,6 +185,7 @@ def build_variants(root: Path, args: argparse.Namespace) -> dict[str, Variant]:
         "presize-ref": over(presize, lambda b: int(b.shape[0])),
         "imgcls-uint8": imgcls_uint8,
         "imgcls-device": imgcls_device,
+        "imgcls-device-cache": delivered(cache_loader),
         **({"what-if-no-antialias": without_antialias} if args.what_if else {}),
     }
 
@@ -204,6 +216,7 @@ def report(rates: dict[str, list[float]], args: argparse.Namespace) -> None:
         ("imgcls-uint8", "pil-workers", "imgcls CPU part (decode+resize 460) vs decode only"),
         ("imgcls-uint8", "presize-ref", "imgcls CPU part vs minimal PIL presize, same work"),
         ("imgcls-device", "imgcls-uint8", "cost of the batch augmentation on the device"),
+        ("imgcls-device-cache", "imgcls-device", "presize cache vs decoding every epoch"),
         ("what-if-no-antialias", "imgcls-device", "what-if: BatchAugment without the area pre-resize"),
     ]
     ratio_rows = [

@@ -46,6 +46,9 @@ from bench_common import (
 
 REPO = Path(__file__).resolve().parent.parent
 IMGCLS_PYTHON = "/work/main/.venv/bin/python"
+# The same head on both sides: fastai's default (concat pool, 512 hidden, dropout 0.25/0.5), or concat pool and
+# one linear layer, which trains from scratch in far fewer steps (what configs/demo.yaml uses).
+HEADS: dict[str, dict[str, Any]] = {"fastai": {"lin_ftrs": None, "ps": 0.5}, "plain": {"lin_ftrs": [], "ps": 0.1}}
 FASTAI_PYTHON = str(REPO / ".venv-bench" / "bin" / "python")
 TARGET_DATA = 3.0  # issue 7: imgcls's data path >= 3x fastai's images/s
 TARGET_TRAIN = 1.5  # issue 7: training >= 1.5x faster per epoch, at equal or better accuracy
@@ -88,7 +91,7 @@ def imgcls_training(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["train_bs"],
         cfg["workers"],
         seed=cfg["seed"],
-        model={"arch": cfg["arch"], "pretrained": False},
+        model={"arch": cfg["arch"], "pretrained": False, "head": HEADS[cfg["head"]]},
         train={
             "stages": [{"schedule": "fit_one_cycle", "epochs": cfg["epochs"], "lr_max": cfg["lr"]}],
             "metrics": ["accuracy"],
@@ -117,7 +120,7 @@ def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
     from imgcls.train.optim import build_optimizer
     from imgcls.train.runtime import resolve_runtime
     from imgcls.train.schedule import stage_phases
-    from imgcls.train.setup import place_model, stage_loaders
+    from imgcls.train.setup import DataSource, place_model, stage_loaders
     from imgcls.train.state import Position, TrainState
 
     spec = imgcls_spec(
@@ -134,7 +137,8 @@ def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
     model = place_model(create_model(spec.model, data.info.n_out), runtime)
     phase = stage_phases(spec.train.stages[0])[0]
     optimizer = build_optimizer(model, model.param_groups(), spec.train, phase)  # type: ignore[operator]
-    loader = stage_loaders(spec, data, runtime, BatchAugment(spec.augment), spec.final_size, spec.data.bs).train
+    source = DataSource(spec, data, runtime)
+    loader = stage_loaders(source, BatchAugment(spec.augment), spec.final_size, spec.data.bs).train
     state = TrainState(
         model,
         optimizer,
@@ -254,7 +258,10 @@ def fastai_training(cfg: dict[str, Any]) -> dict[str, Any]:
     def run() -> Any:
         dls = fastai_dls(cfg, cfg["train_size"], cfg["train_bs"])
         arch = xresnet18 if cfg["arch"] == "xresnet18" else cfg["arch"]  # a string is a timm model, like imgcls
-        learn = vision_learner(dls, arch, pretrained=False, metrics=accuracy, cbs=EpochTimer())
+        head = HEADS[cfg["head"]]
+        learn = vision_learner(
+            dls, arch, pretrained=False, metrics=accuracy, cbs=EpochTimer(), lin_ftrs=head["lin_ftrs"], ps=head["ps"]
+        )
         with learn.no_bar(), learn.no_logging():
             learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
         return learn
@@ -404,6 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="data-path rounds per side (default 3)")
     add("--data-epochs", type=int, default=2, help="epochs per data-path round; the first is cold (default 2)")
     add("--arch", default="resnet18", help="resnet18 (timm, both sides) or xresnet18 (default resnet18)")
+    add("--head", default="fastai", choices=sorted(HEADS), help="fastai's default head, or a plain linear one")
     add("--train-size", type=int, default=128, help="training size, px (default 128)")
     add("--train-bs", type=int, default=32, help="training batch size (default 32)")
     add("--epochs", type=int, default=4, help="training epochs (default 4)")
@@ -434,6 +442,7 @@ def config(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "seed": args.seed,
         "data_epochs": args.data_epochs,
         "arch": args.arch,
+        "head": args.head,
         "train_size": args.train_size,
         "train_bs": args.train_bs,
         "epochs": args.epochs,

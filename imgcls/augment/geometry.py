@@ -127,8 +127,16 @@ def apply_homography(homography: torch.Tensor, coords: torch.Tensor) -> torch.Te
 def sampling_grid(matrices: torch.Tensor, out_size: tuple[int, int], warp: torch.Tensor | None) -> torch.Tensor:
     """(N, H, W, 2) source coordinates for every output pixel."""
     n = matrices.shape[0]
-    grid = F.affine_grid(matrices[:, :2], [n, 1, *out_size], align_corners=False)
-    return apply_homography(warp, grid) if warp is not None else grid
+    if warp is None:
+        return F.affine_grid(matrices[:, :2], [n, 1, *out_size], align_corners=False)
+    # The warp applied after the affine map is one homography, warp @ matrices: one pass over the pixels
+    # instead of building the affine grid and then mapping it again.
+    height, width = out_size
+    eye = torch.eye(2, 3, device=matrices.device, dtype=matrices.dtype)[None]
+    base = F.affine_grid(eye, [1, 1, height, width], align_corners=False).view(1, height * width, 2)
+    homogeneous = torch.cat([base, torch.ones_like(base[..., :1])], dim=-1)
+    mapped = homogeneous @ (warp @ matrices).transpose(1, 2)
+    return (mapped[..., :2] / mapped[..., 2:]).view(n, height, width, 2)
 
 
 def transform_points(points: torch.Tensor, matrices: torch.Tensor, warp: torch.Tensor | None) -> torch.Tensor:

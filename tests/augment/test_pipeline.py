@@ -146,3 +146,26 @@ def test_grey_batches_for_one_channel_models() -> None:
     assert out.shape == (2, 1, 4, 4)
     luma, mean, std = 0.299, sum(IMAGENET.mean) / 3, sum(IMAGENET.std) / 3
     assert torch.allclose(out, torch.full_like(out, (luma - mean) / std), atol=1e-5)
+
+
+def test_validation_resize_equals_the_identity_grid_sample() -> None:
+    """The validation fast path (F.interpolate) takes exactly the samples of the general path."""
+    images = torch.randint(0, 256, (3, 3, 50, 70), dtype=torch.uint8)
+    fast, _ = BatchAugment(AugmentSpec(), size=(40, 44))(images, train=False)
+    x = images.float() / 255
+    grid = torch.nn.functional.affine_grid(torch.eye(2, 3).repeat(3, 1, 1), [3, 3, 40, 44], align_corners=False)
+    general = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    assert torch.allclose(fast, general, atol=1e-5)
+
+
+def test_the_folded_warp_grid_equals_affine_then_warp() -> None:
+    from imgcls.augment.geometry import apply_homography, sampling_grid, warp_coefficients
+
+    generator = torch.Generator().manual_seed(0)
+    matrices = torch.eye(3).repeat(4, 1, 1)
+    matrices[:, :2] += 0.2 * torch.randn(4, 2, 3, generator=generator)
+    warp = warp_coefficients(0.3 * torch.rand(4, generator=generator), -0.2 * torch.rand(4, generator=generator))
+    two_passes = apply_homography(
+        warp, torch.nn.functional.affine_grid(matrices[:, :2], [4, 1, 9, 13], align_corners=False)
+    )
+    assert torch.allclose(sampling_grid(matrices, (9, 13), warp), two_passes, atol=1e-5)
