@@ -102,3 +102,25 @@ def point_distances(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Mean Euclidean distance per item between (N, P, 2) predicted and actual points."""
     distances: np.ndarray = np.linalg.norm(predicted - actual, axis=-1).mean(axis=-1)
     return distances
+
+
+# --- regression ---------------------------------------------------------------------------------------------------
+
+
+def regression_report(predicted: np.ndarray, actual: np.ndarray) -> pd.DataFrame:
+    """Per target of (N, k) values: MAE, RMSE, bias (mean of predicted - actual) and R² (1 - SSE / SST; 0 where
+    the actual values are constant, because no model beats the mean there)."""
+    error = predicted - actual
+    sse = (error**2).sum(axis=0)
+    sst = ((actual - actual.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
+    report: pd.DataFrame = pd.DataFrame(
+        {
+            "target": [f"value_{number + 1}" for number in range(actual.shape[1])],
+            "mae": np.abs(error).mean(axis=0),
+            "rmse": np.sqrt((error**2).mean(axis=0)),
+            "bias": error.mean(axis=0),
+            "r2": r2,
+        }
+    )
+    return report

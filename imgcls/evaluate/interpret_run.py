@@ -4,7 +4,8 @@ Classification: confusion matrix (counts and row-normalized, CSV and PNG), most 
 F1 per class, and the top losses as fastai's plot_top_losses shows them. Multi-label: per-label precision, recall,
 F1 and accuracy at the run's threshold, and accuracy_multi against the threshold (the book's sweep). Points: the
 error of every validation image in original pixels and at the model's input size, and the worst images with the
-true and the predicted points drawn.
+true and the predicted points drawn. Regression: MAE, RMSE, bias and R² per target, predicted against actual, and the
+images with the largest errors.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from imgcls.evaluate.interpret import (
     normalized_rows,
     per_class_report,
     point_distances,
+    regression_report,
     threshold_sweep,
     top_losses,
 )
@@ -37,7 +39,7 @@ from imgcls.evaluate.passes import Pass, as_points, geometry_pass
 from imgcls.evaluate.predict import Predictions
 from imgcls.evaluate.report import write_confusion
 from imgcls.report.console import Console
-from imgcls.report.plots import image_grid, plot_threshold_sweep
+from imgcls.report.plots import image_grid, plot_predicted_vs_actual, plot_threshold_sweep
 from imgcls.report.show_batch import to_display
 
 TOP_K = 9
@@ -265,6 +267,46 @@ def _points(ctx: Context) -> list[str]:
     return ["point_errors.csv", "largest_errors.png"]
 
 
+# --- regression -----------------------------------------------------------------------------------------------
+
+
+def _regression(ctx: Context) -> list[str]:
+    predicted = ctx.loaded.loss.activation(ctx.result.outputs).numpy().reshape(len(ctx.result), -1)
+    actual = ctx.result.targets.float().numpy().reshape(len(ctx.result), -1)
+    report = regression_report(predicted, actual)
+    report.to_csv(ctx.folder / "regression.csv", index=False, float_format="%.4f")
+    for _, row in report.iterrows():
+        ctx.console.info(
+            f"{row['target']}: MAE {row['mae']:.4g}, RMSE {row['rmse']:.4g}, bias {row['bias']:+.4g}, "
+            f"R² {row['r2']:.4f}"
+        )
+    errors = np.abs(predicted - actual).mean(axis=1)
+    frame = pd.DataFrame({"item": [ctx.name(p) for p in range(len(ctx.result))], "abs_error": errors})
+    for number in range(actual.shape[1]):
+        frame[f"value_{number + 1}"] = predicted[:, number]
+        frame[f"true_value_{number + 1}"] = actual[:, number]
+    frame.sort_values("abs_error", ascending=False, kind="stable").to_csv(
+        ctx.folder / "errors.csv", index=False, float_format="%.4f"
+    )
+    plot_predicted_vs_actual(predicted, actual, ctx.folder / "predicted_vs_actual.png")
+    worst = np.argsort(-errors, kind="stable")[: ctx.k].tolist()
+    ctx.console.info("largest errors (true -> predicted):")
+    for position in worst:
+        true_text = ", ".join(f"{v:.4g}" for v in actual[position])
+        pred_text = ", ".join(f"{v:.4g}" for v in predicted[position])
+        ctx.console.info(f"  {ctx.name(position)}: {true_text} -> {pred_text}")
+    if worst:
+        images = model_view(ctx.loaded, ctx.data, [int(ctx.result.indices[p]) for p in worst])
+        titles = [
+            f"{Path(ctx.name(p)).name}\n{', '.join(f'{v:.3g}' for v in actual[p])} -> "
+            f"{', '.join(f'{v:.3g}' for v in predicted[p])}"
+            for p in worst
+        ]
+        ncols = int(np.ceil(np.sqrt(len(images))))
+        image_grid(images, titles, ctx.folder / "largest_errors.png", ncols=ncols, suptitle="actual -> predicted")
+    return ["regression.csv", "errors.csv", "predicted_vs_actual.png", "largest_errors.png"]
+
+
 # --- the command ----------------------------------------------------------------------------------------------
 
 
@@ -279,11 +321,6 @@ def run_interpret(
     """`imgcls interpret`: write the interpretation of the run's validation predictions to `out` (RUN/interpret)."""
     console = Console(quiet)
     loaded = load_run(run_dir, which)
-    if loaded.info.kind == "regression":
-        raise ImgclsError(
-            "interpret covers classification, multi-label and point models",
-            hint="for a regression model, `imgcls tta-eval` reports its metrics",
-        )
     data = validation_data(loaded)
     folder = out or run_dir / "interpret"
     folder.mkdir(parents=True, exist_ok=True)
@@ -297,8 +334,10 @@ def run_interpret(
         written = _classification(ctx, min_count)
     elif loaded.info.kind == "multi_category":
         written = _multilabel(ctx)
-    else:
+    elif loaded.info.kind == "point":
         written = _points(ctx)
+    else:
+        written = _regression(ctx)
     console.info(f"wrote {folder}/: {', '.join(written)}")
     return folder
 

@@ -1,4 +1,4 @@
-"""PNG plots: training curves, confusion matrices, the lr-find curve, image grids.
+"""PNG plots: training curves, confusion matrices, the lr-find curve, image grids, predicted against actual.
 
 matplotlib is imported inside each function with the Agg backend, so importing this module costs nothing and
 no display is needed.
@@ -182,6 +182,26 @@ def plot_threshold_sweep(
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} against the threshold")
     ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_predicted_vs_actual(predicted: np.ndarray, actual: np.ndarray, out: Path) -> Path:
+    """One scatter per target of (N, k) values, with the diagonal a perfect model would sit on."""
+    plt = _pyplot()
+    k = actual.shape[1]
+    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 4.2), squeeze=False)
+    for number, axis in enumerate(axes.ravel()):
+        x, y = actual[:, number], predicted[:, number]
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        axis.plot([low, high], [low, high], color="tab:grey", linestyle="--", linewidth=1, label="predicted = actual")
+        axis.scatter(x, y, s=14, alpha=0.7, color="tab:blue")
+        axis.set_xlabel(f"actual value_{number + 1}")
+        axis.set_ylabel(f"predicted value_{number + 1}")
+        axis.legend(loc="upper left", fontsize=8)
+    fig.suptitle("validation: predicted against actual")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

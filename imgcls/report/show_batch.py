@@ -15,7 +15,7 @@ from imgcls.data.loaders import Collate
 from imgcls.errors import DataError
 from imgcls.report.console import Console
 from imgcls.report.plots import image_grid
-from imgcls.report.summary import _normalizer
+from imgcls.report.summary import describe_normalizer
 from imgcls.spec.schema import Spec
 
 
@@ -48,7 +48,7 @@ def show_batch(spec: Spec, data: DataBundle, out: Path, console: Console, n: int
         raise DataError(batch.error)
     if len(batch) == 0:
         raise DataError("none of the images in this batch could be read")
-    normalizer, _ = _normalizer(spec)
+    normalizer, _ = describe_normalizer(spec)
     augment = BatchAugment(spec.augment, spec.final_size, normalizer)
     points = batch.targets if batch.targets.ndim == 3 else None
     x, moved = augment(batch.images, points, train=not valid, generator=torch.Generator().manual_seed(spec.seed))

@@ -49,7 +49,8 @@ def describe_tensor(value: torch.Tensor | np.ndarray) -> str:
     return f"{array.dtype} {kind} {tuple(array.shape)}{span}"
 
 
-def _normalizer(spec: Spec) -> tuple[Normalizer | None, str]:
+def describe_normalizer(spec: Spec) -> tuple[Normalizer | None, str]:
+    """The normalization the spec asks for, without measuring, and how to describe it."""
     choice = spec.data.normalize
     if choice == "imagenet" or (choice == "auto" and (spec.model.pretrained or spec.model.weights)):
         stats = pretrained_stats(spec)
@@ -108,7 +109,7 @@ def _trace_batch(console: Console, spec: Spec, data: DataBundle, bs: int) -> Non
         raise StageFailure("collate", DataError(batch.error))
     console.info(f"one training batch of {len(batch)}:")
     console.info(f"  collate          {describe_tensor(batch.images)}; targets {describe_tensor(batch.targets)}")
-    normalizer, how = _normalizer(spec)
+    normalizer, how = describe_normalizer(spec)
     augment = BatchAugment(spec.augment, spec.final_size, normalizer, spec.model.n_in)
     generator = torch.Generator().manual_seed(spec.seed)
     points = batch.targets if batch.targets.ndim == 3 else None

@@ -19,6 +19,7 @@ from imgcls.evaluate.interpret import (
     normalized_rows,
     per_class_report,
     point_distances,
+    regression_report,
     threshold_sweep,
     top_losses,
 )
@@ -90,6 +91,18 @@ def test_point_distances_are_mean_euclidean_per_item() -> None:
 
 
 # --- the command --------------------------------------------------------------------------------------------------
+
+
+def test_regression_report_per_target() -> None:
+    actual = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
+    predicted = np.array([[1.5, 4.0], [2.0, 4.0], [2.0, 7.0]])
+    report = regression_report(predicted, actual)
+    assert list(report["target"]) == ["value_1", "value_2"]
+    # errors: target 1 (0.5, 0, -1); target 2 (-1, -1, 2) around a constant actual value
+    assert report["mae"].tolist() == pytest.approx([0.5, 4 / 3])
+    assert report["rmse"].tolist() == pytest.approx([np.sqrt(1.25 / 3), np.sqrt(2.0)])
+    assert report["bias"].tolist() == pytest.approx([-0.5 / 3, 0.0])
+    assert report["r2"].tolist() == pytest.approx([1 - 1.25 / 2, 0.0])  # SST of (1, 2, 3) is 2
 
 
 def test_interpret_classification(
@@ -170,3 +183,28 @@ def test_interpret_points_reports_pixel_errors(
         label = (root / str(row["item"]).replace("_rgb.jpg", "_pts.txt")).read_text().split()
         assert [row["true_x_1"], row["true_y_1"]] == pytest.approx([float(v) for v in label], abs=1e-3)
     assert (out / "largest_errors.png").is_file()
+
+
+def test_interpret_regression_reports_errors_per_target(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = trained_run("regression", tmp_path_factory)
+    out = tmp_path / "interpret"
+    assert run_cli("interpret", str(run), "--out", str(out), "--k", "3", "--quiet") == 0
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(errors) == 5 and errors["abs_error"].is_monotonic_decreasing
+    assert errors["abs_error"].to_numpy() == pytest.approx(
+        (errors["value_1"] - errors["true_value_1"]).abs().to_numpy(), abs=2e-4
+    )
+    # the actual values are the callable's labels; the predictions lie in the model's y_range
+    root = validation_data(load_run(run)).items.root
+    from trained_runs import disc_height
+
+    for _, row in errors.iterrows():
+        assert row["true_value_1"] == pytest.approx(disc_height(root / str(row["item"])), abs=1e-4)
+    assert errors["value_1"].between(0.0, 1.0).all()
+    report = pd.read_csv(out / "regression.csv")
+    assert report.loc[0, "mae"] == pytest.approx(errors["abs_error"].mean(), abs=1e-3)
+    assert (out / "predicted_vs_actual.png").is_file() and (out / "largest_errors.png").is_file()
+    recorded = load_run(run).checkpoint.meta["metrics"]  # the best checkpoint's own evaluation
+    assert report.loc[0, "mae"] == pytest.approx(recorded["mae"], abs=1e-3)

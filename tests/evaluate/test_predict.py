@@ -173,3 +173,14 @@ def test_point_predictions_are_in_original_pixels(point_run: Path, tmp_path: Pat
         expected = item_to_source(item_frame[int(position)], data.item_tfm.window(size, None), size)
         assert [row["x_1"], row["y_1"]] == pytest.approx(expected[0].tolist(), abs=1e-3)
         assert (row["width"], row["height"]) == size
+
+
+def test_regression_predictions_are_the_validation_values(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run = trained_run("regression", tmp_path_factory)
+    files, result = _valid_files(run)
+    out = tmp_path / "values.csv"
+    assert run_cli("predict", str(run), *map(str, files), "--out", str(out), "--quiet") == 0
+    frame = pd.read_csv(out)
+    assert frame["value_1"].to_numpy() == pytest.approx(result.outputs[:, 0].numpy(), abs=1e-5)

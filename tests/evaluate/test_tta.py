@@ -142,3 +142,13 @@ def test_point_tta_averages_in_the_plain_frame(point_run: Path) -> None:
     )
     with pytest.raises(ImgclsError, match="use-max"):
         tta(loaded, n=1, use_max=True)
+
+
+def test_regression_tta_matches_the_runs_metrics(tmp_path_factory: pytest.TempPathFactory) -> None:
+    loaded = load_run(trained_run("regression", tmp_path_factory))
+    result = tta(loaded, n=2)
+    recorded = loaded.checkpoint.meta["metrics"]
+    assert result.plain["mae"] == pytest.approx(recorded["mae"], rel=1e-4)
+    assert not torch.allclose(result.tta_values, result.plain_values)  # augmented passes moved the values
+    assert result.tta["mae"] == pytest.approx(float((result.tta_values - result.targets).abs().mean()), rel=1e-5)
+    assert set(result.tta) == set(result.plain) == {"valid_loss", "mae", "rmse"}

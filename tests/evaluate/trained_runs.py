@@ -41,8 +41,7 @@ def _points() -> dict[str, Any]:
         augment__min_scale=0.8,
         train__metrics=["rmse"],
     )
-    # Not as a model__ override: tiny_spec would write it into conftest's shared TINY_MODEL dict.
-    spec["model"] = {**spec["model"], "y_range": [-1.0, 1.0]}
+    spec["model"]["y_range"] = [-1.0, 1.0]
     spec["data"].update(
         labels={"kind": "point_file", "find": r"_rgb\.jpg$", "replace": "_pts.txt"},
         split={"kind": "folder_name", "valid": ["06"]},
@@ -50,7 +49,28 @@ def _points() -> dict[str, Any]:
     return spec
 
 
-SPECS = {"category": _classification, "multi_category": _multilabel, "point": _points}
+def disc_height(path: Path) -> float:
+    """A regression label from a callable: the disc centre's row in the original image as a fraction of its height."""
+    from PIL import Image
+
+    _, y = (float(v) for v in path.with_name(path.name.replace("_rgb.jpg", "_pts.txt")).read_text().split())
+    with Image.open(path) as image:
+        return y / image.height
+
+
+def _regression() -> dict[str, Any]:
+    spec = tiny_spec(
+        "demo:points@0.05",
+        data__blocks=["image", "regression"],
+        data__labels={"kind": "callable", "function": "trained_runs:disc_height"},
+        data__split={"kind": "folder_name", "valid": ["06"]},
+        train__metrics=["mae", "rmse"],
+    )
+    spec["model"]["y_range"] = [0.0, 1.0]
+    return spec
+
+
+SPECS = {"category": _classification, "multi_category": _multilabel, "point": _points, "regression": _regression}
 
 
 def spec_dict(kind: str) -> dict[str, Any]:
@@ -58,7 +78,7 @@ def spec_dict(kind: str) -> dict[str, Any]:
 
 
 def trained_run(kind: str, factory: pytest.TempPathFactory) -> Path:
-    """The run folder of a tiny model of `kind` (category, multi_category, point), trained on first use."""
+    """The run folder of a tiny model of `kind` (a key of SPECS), trained on first use."""
     if kind not in _RUNS:
         from imgcls.train.run import train
 
