@@ -218,7 +218,7 @@ def interpret_command(
     ] = 1,
     quiet: Quiet = False,
 ) -> None:
-    """What the model gets wrong: confusions and top losses, label thresholds, or point errors."""
+    """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
     from imgcls.evaluate.interpret_run import run_interpret
 
     run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)

@@ -112,43 +112,33 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...], dyna
     import warnings
 
     example = example_images((2, *input_shape[1:]))
-    batch = torch.export.Dim("batch")
-    dims: dict[int, Any] = {0: batch}
+    common: dict[str, Any] = {
+        "input_names": ["images"],
+        "output_names": ["outputs"],
+        "opset_version": ONNX_OPSET,
+    }
+    dims: dict[int, Any] = {0: torch.export.Dim("batch")}
+    axes = {"images": {0: "batch"}, "outputs": {0: "batch"}}
     if dynamic_size:
         dims.update({2: torch.export.Dim("height"), 3: torch.export.Dim("width")})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        axes["images"].update({2: "height", 3: "width"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             torch.onnx.export(
                 model,
                 (example,),
                 str(path),
-                input_names=["images"],
-                output_names=["outputs"],
                 dynamic_shapes=(dims,),
-                opset_version=ONNX_OPSET,
                 dynamo=True,
                 external_data=False,
                 verbose=False,
+                **common,
             )
-        return "dynamo"
-    except Exception:  # noqa: BLE001 - any failure of the new exporter: try the TorchScript one
-        axes = {"images": {0: "batch"}, "outputs": {0: "batch"}}
-        if dynamic_size:
-            axes["images"].update({2: "height", 3: "width"})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=["images"],
-                output_names=["outputs"],
-                dynamic_axes=axes,
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
-        return "torchscript"
+            return "dynamo"
+        except Exception:  # noqa: BLE001 - any failure of the new exporter: try the TorchScript one
+            torch.onnx.export(model, (example,), str(path), dynamic_axes=axes, dynamo=False, **common)
+            return "torchscript"
 
 
 def onnx_difference(
