@@ -220,17 +220,13 @@ def imgcls_spec(root: Path, item_size: int, size: int, bs: int, workers: int, **
 
 
 def imgcls_train_loader(spec: Any, device: Any, channels_last: bool = False) -> tuple[Any, Any]:
-    """(DeviceLoader of the training split, DataBundle), built as `imgcls train` builds them (stage_loaders)."""
-    from imgcls.augment.pipeline import BatchAugment
-    from imgcls.data.datablock import build_data
+    """(the training split's batches, DataBundle), built as `imgcls train` builds them (the Pipeline)."""
+    from imgcls.train.builder import Pipeline
     from imgcls.train.runtime import Runtime
-    from imgcls.train.setup import DataSource, stage_loaders
 
-    data = build_data(spec.data, quiet=True)
     runtime = Runtime(device, "fp32", channels_last=channels_last, compile=False)
-    source = DataSource(spec, data, runtime)
-    loaders = stage_loaders(source, BatchAugment(spec.augment), spec.final_size, spec.data.bs)
-    return loaders.train, data
+    pipeline = Pipeline(spec, runtime)
+    return pipeline.stage_loaders(0).train, pipeline.data
 
 
 def pick_device(name: str) -> Any:

@@ -111,16 +111,12 @@ def imgcls_training(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
     """imgcls's train_batch fed by its DeviceLoader vs fed one cached device batch, alternating rounds."""
-    from imgcls.augment.pipeline import BatchAugment
-    from imgcls.data.datablock import build_data
-    from imgcls.models.factory import create_model
+    from imgcls.train.builder import Pipeline, place_model
     from imgcls.train.callbacks.base import CallbackList
     from imgcls.train.loop import FitContext, InterruptFlag
-    from imgcls.train.losses import build_loss
     from imgcls.train.optim import build_optimizer
     from imgcls.train.runtime import resolve_runtime
     from imgcls.train.schedule import stage_phases
-    from imgcls.train.setup import DataSource, place_model, stage_loaders
     from imgcls.train.state import Position, TrainState
 
     spec = imgcls_spec(
@@ -133,18 +129,17 @@ def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
         runtime={"device": cfg["step_device"], "precision": cfg["step_precision"], "channels_last": True},
     )
     runtime = resolve_runtime(spec.runtime)
-    data = build_data(spec.data, quiet=True)
-    model = place_model(create_model(spec.model, data.info.n_out), runtime)
+    pipeline = Pipeline(spec, runtime)
+    model = place_model(pipeline.new_model(), runtime)
     phase = stage_phases(spec.train.stages[0])[0]
     optimizer = build_optimizer(model, model.param_groups(), spec.train, phase)  # type: ignore[operator]
-    source = DataSource(spec, data, runtime)
-    loader = stage_loaders(source, BatchAugment(spec.augment), spec.final_size, spec.data.bs).train
+    loader = pipeline.stage_loaders(0).train
     state = TrainState(
         model,
         optimizer,
-        build_loss(spec.train.loss, data.info.kind),
+        pipeline.loss,
         runtime,
-        data.info,
+        pipeline.target,
         Path(),
         phase,
         "fit",

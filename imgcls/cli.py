@@ -74,6 +74,10 @@ def spec_command(config: SpecFile, set_: SetOption = None) -> None:
     typer.echo(dump_spec(load_spec(config, set_)), nl=False)
 
 
+Stage = Annotated[int, typer.Option("--stage", help="The training stage to show (1 = the first), its size and bs.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the random choice of items.")]
+
+
 @app.command("summary")
 @handled
 def summary_command(
@@ -81,12 +85,14 @@ def summary_command(
     set_: SetOption = None,
     bs: Annotated[int, typer.Option(help="Items in the traced batch.")] = 4,
     check: Annotated[bool, typer.Option("--check", help="Decode every item and list the unreadable files.")] = False,
+    stage: Stage = 1,
+    seed: Seed = 0,
 ) -> None:
     """Trace one item and one batch through every stage of the data pipeline."""
-    from imgcls.report.summary import summarize
+    from imgcls.commands.summary import summarize
     from imgcls.spec import load_spec
 
-    problems = summarize(load_spec(config, set_), _console(), bs=bs, check=check)
+    problems = summarize(load_spec(config, set_), _console(), bs=bs, check=check, stage=stage, seed=seed)
     if problems:
         raise typer.Exit(3)
 
@@ -99,16 +105,14 @@ def show_batch_command(
     valid: Annotated[bool, typer.Option("--valid", help="Show validation images (no augmentation).")] = False,
     n: Annotated[int, typer.Option(help="Number of images.")] = 9,
     set_: SetOption = None,
+    stage: Stage = 1,
+    seed: Seed = 0,
 ) -> None:
     """Write a grid of training (or validation) images as the model sees them, with labels."""
-    from imgcls.data.datablock import build_data
-    from imgcls.report.show_batch import show_batch
+    from imgcls.commands.show_batch import run_show_batch
     from imgcls.spec import load_spec
 
-    spec = load_spec(config, set_)
-    console = _console()
-    path = show_batch(spec, build_data(spec.data), out, console, n=n, valid=valid)
-    console.info(f"wrote {path}")
+    run_show_batch(load_spec(config, set_), out, n=n, valid=valid, stage=stage, seed=seed)
 
 
 @app.command("train")
@@ -130,17 +134,9 @@ def train_command(
     """Train the model the spec describes; checkpoints, metrics.csv and reports go to the run folder."""
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_torchrun(gpus))
-    from imgcls.spec import load_spec
-    from imgcls.train.folders import resume_run
-    from imgcls.train.run import train
+    from imgcls.commands.train import run_train
 
-    if resume is not None:
-        spec, checkpoint = resume_run(resume, set_)
-        train(spec, resume, quiet=quiet, resume=checkpoint)
-        return
-    if config is None:
-        raise typer.BadParameter("give a spec file, or --resume RUN")
-    train(load_spec(config, set_), out, quiet=quiet)
+    run_train(config, set_, out, resume, quiet)
 
 
 def _torchrun(processes: int) -> int:
@@ -179,8 +175,9 @@ def lr_find_command(
     quiet: Quiet = False,
 ) -> None:
     """Learning-rate range test (fastai's lr_find): print the minimum/steep/valley/slide suggestions."""
+    from imgcls.commands.lr_find import run_lr_find
     from imgcls.spec import load_spec
-    from imgcls.train.lr_find import LRFindOptions, run_lr_find
+    from imgcls.train.lr_find import LRFindOptions
 
     options = LRFindOptions(start_lr, end_lr, num_it, stop_div, unfrozen)
     run_lr_find(load_spec(config, set_), out, options, quiet=quiet)
@@ -200,7 +197,7 @@ def tta_eval_command(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate the validation set plainly and with test-time augmentation; write tta.csv and tta.json."""
-    from imgcls.evaluate.tta import run_tta
+    from imgcls.commands.tta import run_tta
 
     run_tta(run, checkpoint, n=n, beta=beta, use_max=use_max, quiet=quiet)
 
@@ -219,7 +216,7 @@ def interpret_command(
     quiet: Quiet = False,
 ) -> None:
     """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
-    from imgcls.evaluate.interpret_run import run_interpret
+    from imgcls.commands.interpret import run_interpret
 
     run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)
 
@@ -240,7 +237,7 @@ def predict_command(
     quiet: Quiet = False,
 ) -> None:
     """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
-    from imgcls.evaluate.infer import run_predict
+    from imgcls.commands.predict import run_predict
 
     run_predict(source, inputs, out, checkpoint, top_k=top_k, thresh=thresh, bs=bs, quiet=quiet)
 
@@ -258,9 +255,9 @@ def export_command(
     quiet: Quiet = False,
 ) -> None:
     """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
-    from imgcls.evaluate.export import export_run
+    from imgcls.commands.export import run_export
 
-    export_run(run, checkpoint, out, onnx=onnx, quiet=quiet)
+    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet)
 
 
 def main() -> None:

@@ -178,7 +178,7 @@ def test_biwi_points_recipe(biwi_standin: Path, tmp_path: Path) -> None:
         ],
     )
     data = build_data(spec.data)
-    assert data.info.kind == "point" and len(data.split.valid) == 8  # person 13 only
+    assert data.target.kind == "point" and len(data.split.valid) == 8  # person 13 only
     run = train(spec, tmp_path / "biwi", quiet=True)
     assert float(_metrics(run)[-1]["mae"]) >= 0.0
 

@@ -14,9 +14,9 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader
 
-from imgcls.augment.pipeline import BatchAugment
+from imgcls.augment.pipeline import BatchAugment, BatchGeometry
 from imgcls.data.dataset import BadItem
-from imgcls.data.loaders import Batch, EpochBatchSampler, check_batch
+from imgcls.data.loaders import Batch, EpochBatchSampler, FixedBatchSampler, check_batch
 from imgcls.data.resident import ResidentData
 
 
@@ -26,6 +26,8 @@ class DeviceBatch:
     targets: torch.Tensor
     indices: torch.Tensor  # item indices (CPU)
     seed: int
+    # The sampling map each image was resampled with: TTA and predict carry point predictions between frames.
+    geometry: BatchGeometry | None = None
 
 
 def batch_seed(seed: int, epoch_key: int, batch: int) -> int:
@@ -42,21 +44,31 @@ class BatchSource(Protocol):
     def __iter__(self) -> Iterator[DeviceBatch]: ...
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a source augments: training draws (train), their seed, the memory format, and whether targets are
+    points that move with the pixels (spatial)."""
+
+    train: bool
+    seed: int
+    channels_last: bool = False
+    spatial: bool = False
+
+
 class _AugmentingSource:
     """What both batch sources share: the sampler's epoch, the per-batch seed and the batch transform."""
 
     def __init__(
         self,
-        sampler: EpochBatchSampler,
+        sampler: EpochBatchSampler | FixedBatchSampler,
         augment: BatchAugment,
         device: torch.device,
-        train: bool,
-        seed: int,
-        channels_last: bool,
+        options: BatchOptions,
     ) -> None:
         self.sampler, self.augment, self.device = sampler, augment, device
-        self.train, self.seed, self.channels_last = train, seed, channels_last
-        self.generator = torch.Generator(device=device) if train else None
+        self.train, self.seed, self.channels_last = options.train, options.seed, options.channels_last
+        self.spatial = options.spatial
+        self.generator = torch.Generator(device=device) if options.train else None
         self.epoch_key = 0
 
     def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
@@ -71,13 +83,13 @@ class _AugmentingSource:
         seed = batch_seed(self.seed, self.epoch_key, number)
         if self.generator is not None:
             self.generator.manual_seed(seed)
-        points = targets if targets.ndim == 3 else None
-        x, moved = self.augment(images, points, train=self.train, generator=self.generator)
+        points = targets if self.spatial and targets.ndim == 3 else None
+        x, moved, geometry = self.augment.with_geometry(images, points, train=self.train, generator=self.generator)
         if moved is not None:
             targets = moved
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return DeviceBatch(x, targets, indices, seed)
+        return DeviceBatch(x, targets, indices, seed, geometry)
 
 
 class DeviceLoader(_AugmentingSource):
@@ -86,16 +98,13 @@ class DeviceLoader(_AugmentingSource):
     def __init__(
         self,
         loader: DataLoader[Batch],
-        sampler: EpochBatchSampler,
+        sampler: EpochBatchSampler | FixedBatchSampler,
         augment: BatchAugment,
         device: torch.device,
-        *,
-        train: bool,
-        seed: int,
+        options: BatchOptions,
         on_bad_image: str = "error",
-        channels_last: bool = False,
     ) -> None:
-        super().__init__(sampler, augment, device, train, seed, channels_last)
+        super().__init__(sampler, augment, device, options)
         self.loader, self.on_bad_image = loader, on_bad_image
         self.skipped: list[BadItem] = []
 
@@ -115,12 +124,9 @@ class ResidentLoader(_AugmentingSource):
         data: ResidentData,
         sampler: EpochBatchSampler,
         augment: BatchAugment,
-        *,
-        train: bool,
-        seed: int,
-        channels_last: bool = False,
+        options: BatchOptions,
     ) -> None:
-        super().__init__(sampler, augment, data.images.device, train, seed, channels_last)
+        super().__init__(sampler, augment, data.images.device, options)
         self.data = data
 
     def __iter__(self) -> Iterator[DeviceBatch]:

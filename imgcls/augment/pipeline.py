@@ -8,8 +8,10 @@ sampler so that train and valid images are resampled alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -70,6 +72,33 @@ class BatchGeometry:
         """Points (N, P, 2) of the input -> the output frame (how point targets are moved)."""
         return transform_points(points, self.matrices, self.homography)
 
+    @staticmethod
+    def identity(n: int, device: torch.device | None = None) -> BatchGeometry:
+        return BatchGeometry(torch.eye(3, device=device).repeat(n, 1, 1))
+
+    def cpu(self) -> BatchGeometry:
+        homography = self.homography.cpu() if self.homography is not None else None
+        return BatchGeometry(self.matrices.cpu(), homography)
+
+    def select(self, positions: torch.Tensor) -> BatchGeometry:
+        homography = self.homography[positions] if self.homography is not None else None
+        return BatchGeometry(self.matrices[positions], homography)
+
+    @staticmethod
+    def cat(parts: Sequence[BatchGeometry]) -> BatchGeometry:
+        """One geometry for concatenated batches; a batch without a warp gets the identity homography."""
+        if not parts:
+            return BatchGeometry(torch.zeros(0, 3, 3))
+        matrices = torch.cat([p.matrices for p in parts])
+        if all(p.homography is None for p in parts):
+            return BatchGeometry(matrices)
+        eye = torch.eye(3, dtype=matrices.dtype)
+        homographies = [
+            p.homography if p.homography is not None else eye.expand(len(p.matrices), 3, 3).to(p.matrices.device)
+            for p in parts
+        ]
+        return BatchGeometry(matrices, torch.cat(homographies))
+
 
 def logit(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(_EPS, 1 - _EPS)
@@ -91,6 +120,14 @@ class BatchAugment:
 
     def with_normalizer(self, normalizer: Normalizer | None) -> BatchAugment:
         return replace(self, normalizer=normalizer)
+
+    def to_display(self, images: torch.Tensor) -> list[np.ndarray]:
+        """Outputs of this transform (normalized float NCHW) -> uint8 pictures: HWC, or HW for grey inputs, so
+        that a grey model's images are drawn grey, never in a colormap."""
+        if self.normalizer is not None:
+            images = self.normalizer.denormalize(images)
+        pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [p[..., 0] if p.shape[-1] == 1 else p for p in pixels]
 
     def __call__(
         self,
@@ -176,7 +213,7 @@ class BatchAugment:
             # Validation without a crop is a plain resize: F.interpolate takes the same bilinear samples at the
             # same half-pixel centres as grid_sample on an identity grid, without building the grid (~20x less
             # work), and points keep their normalized coordinates.
-            identity = BatchGeometry(torch.eye(3, device=x.device).repeat(x.shape[0], 1, 1))
+            identity = BatchGeometry.identity(x.shape[0], x.device)
             if out_size != in_size:
                 x = F.interpolate(self._antialias(x, out_size), size=out_size, mode="bilinear", align_corners=False)
             return x, points, identity

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgcls.data.blocks import EncodedTargets, TargetInfo, encode_targets
 from imgcls.data.cache import PresizeCache
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.item_tfms import ItemTransform, build_item_transform
@@ -15,6 +13,7 @@ from imgcls.data.labels import label_items
 from imgcls.data.sources import resolve_root
 from imgcls.data.splits import SplitIndices, split_items
 from imgcls.spec.data import DataSpec
+from imgcls.targets import TARGETS, EncodedTargets, Target
 
 
 @dataclass(frozen=True)
@@ -28,8 +27,8 @@ class DataBundle:
     item_tfm: ItemTransform | None
 
     @property
-    def info(self) -> TargetInfo:
-        return self.targets.info
+    def target(self) -> Target:
+        return self.targets.target
 
     def dataset(
         self, train: bool, seed: int, *, randomized: bool | None = None, cache: PresizeCache | None = None
@@ -40,17 +39,9 @@ class DataBundle:
         return ImageDataset(self.items.paths, self.targets, indices, self.item_tfm, random_windows, seed, cache)
 
     def class_counts(self, train: bool) -> dict[str, int]:
-        """Items per label in one split (categories and multi-labels only)."""
+        """Items per class or label in one split (empty for targets without classes)."""
         indices = self.split.train if train else self.split.valid
-        vocab = self.info.vocab
-        values = self.targets.values[indices]
-        if self.info.kind == "category":
-            counts = Counter(int(v) for v in values)
-            return {vocab[i]: counts.get(i, 0) for i in range(len(vocab))}
-        if self.info.kind == "multi_category":
-            sums = values.sum(axis=0)
-            return {vocab[i]: int(sums[i]) for i in range(len(vocab))}
-        return {}
+        return self.target.class_counts(self.targets.values[indices])
 
     def valid_items(self) -> list[str]:
         """Validation items relative to the data root: the record of the split kept with each run."""
@@ -62,7 +53,7 @@ def build_data(spec: DataSpec, quiet: bool = False) -> DataBundle:
     items = collect_items(root, spec.items)
     labels = label_items(items, spec.labels)
     split = split_items(items, spec.split)
-    targets = encode_targets(spec.target, labels, split)
+    targets = TARGETS.get(spec.target).encode(labels, split.train, split.valid)
     return DataBundle(spec, items, split, targets, build_item_transform(spec.item_tfm))
 
 

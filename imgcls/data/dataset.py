@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from imgcls.data.blocks import EncodedTargets, scale_points
 from imgcls.data.cache import PresizeCache, source_size
 from imgcls.data.images import read_image
 from imgcls.data.item_tfms import ItemTransform, Window, apply_window
 from imgcls.errors import ImageReadError
+from imgcls.targets import EncodedTargets
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,13 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ImageDataset(Dataset[Sample | BadItem]):
-    """Items `indices` of `paths`; `train` selects random (train) or centred (valid) item transforms."""
+    """Items `indices` of `paths`; `train` selects random (train) or centred (valid) item transforms.
+    Without `targets` (files to predict) every item's target is an empty float array."""
 
     def __init__(
         self,
         paths: list[Path],
-        targets: EncodedTargets,
+        targets: EncodedTargets | None,
         indices: np.ndarray,
         item_tfm: ItemTransform | None,
         train: bool,
@@ -121,11 +122,9 @@ class ImageDataset(Dataset[Sample | BadItem]):
         return apply_window(Image.fromarray(source), window, size), size, window
 
     def target(self, index: int, size: tuple[int, int], window: Window | None) -> np.ndarray:
-        value = self.targets.values[index]
-        if self.targets.info.kind != "point":
-            return np.asarray(value)
-        points = scale_points(value, size)
-        return window.map_points(points, size) if window is not None else points
+        if self.targets is None:
+            return np.zeros(0, dtype=np.float32)
+        return self.targets.target.item_target(self.targets.values[index], size, window)
 
     def __getitem__(self, key: tuple[int, int] | int) -> Sample | BadItem:
         position, epoch = key if isinstance(key, tuple) else (key, 0)

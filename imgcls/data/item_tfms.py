@@ -56,6 +56,22 @@ class Window:
         y = 2.0 * (y_pixels - top) / (bottom - top) - 1.0
         return np.stack([x, y], axis=-1).astype(np.float32)
 
+    def source_pixels(self, points: np.ndarray) -> np.ndarray:
+        """Points in [-1, 1] of the output -> pixels of the source image: the inverse of map_points followed by
+        the scaling of source pixels to [-1, 1]."""
+        left, top, right, bottom = self.box
+        x = left + (points[..., 0] + 1.0) * 0.5 * (right - left)
+        y = top + (points[..., 1] + 1.0) * 0.5 * (bottom - top)
+        return np.stack([x, y], axis=-1).astype(np.float32)
+
+
+def item_to_source(points: np.ndarray, window: Window | None, size: tuple[int, int]) -> np.ndarray:
+    """Points (..., 2) in [-1, 1] of the item transform's output -> pixels of the original (width, height) image."""
+    if window is not None:
+        return window.source_pixels(points)
+    scale = np.array([size[0] / 2.0, size[1] / 2.0], dtype=np.float32)
+    return ((points + 1.0) * scale).astype(np.float32)
+
 
 class ItemTransform(Protocol):
     @property

@@ -135,6 +135,26 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.full_length() - self.start_batch
 
 
+class FixedBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches given as lists of positions, in order (files to predict, grouped so that each batch collates)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        super().__init__()
+        self.batches = batches
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for chunk in self.batches[self.start_batch :]:
+            yield [(p, self.epoch) for p in chunk]
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start_batch
+
+
 def default_workers(local_world: int = 1) -> int:
     """min(8, cpus / processes on this machine): beyond ~8 decoding workers a single GPU rarely waits."""
     try:
@@ -150,7 +170,7 @@ def _ignore_interrupt(_: int) -> None:
 
 
 def make_loader(
-    dataset: ImageDataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool
+    dataset: ImageDataset, sampler: EpochBatchSampler | FixedBatchSampler, num_workers: int, pin_memory: bool
 ) -> DataLoader[Batch]:
     collate = Collate(dataset.paths)
     extra = (

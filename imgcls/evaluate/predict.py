@@ -1,70 +1,235 @@
-"""Running a model over batches: raw outputs, targets and per-item losses, exactly once per item."""
+"""Prediction on image files with the validation transforms, from a run folder or an export folder, through the
+same data path and evaluation pass as validation: item transform in worker processes, one batch resize and
+normalization on the device; point predictions are mapped back to the pixels of the original files."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
-import torch.distributed as dist
+from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from imgcls.augment.loader import BatchSource
-from imgcls.train.losses import Loss
-from imgcls.train.metrics import Metric
-from imgcls.train.runtime import Runtime
+from imgcls.augment.loader import BatchOptions, DeviceLoader
+from imgcls.augment.pipeline import BatchAugment
+from imgcls.data.dataset import ImageDataset
+from imgcls.data.images import oriented_size
+from imgcls.data.item_tfms import ItemTransform, build_item_transform, item_to_source
+from imgcls.data.loaders import FixedBatchSampler, default_workers, make_loader
+from imgcls.errors import ImgclsError
+from imgcls.evaluate.load import LoadedRun, load_run
+from imgcls.report.console import Console
+from imgcls.spec.data import IMAGE_EXTENSIONS
+from imgcls.spec.train import RuntimeSpec
+from imgcls.targets import Target
+from imgcls.targets.point import as_points
+from imgcls.train.builder import batch_augment, inference_model, normalizer_from
+from imgcls.train.evaluation import evaluate
+from imgcls.train.record import ExportRecord
+from imgcls.train.runtime import Runtime, resolve_runtime
+
+TOP_K = 3
+BATCH_SIZE = 32
+PREPROCESS, WEIGHTS = "preprocess.json", "model.safetensors"
 
 
 @dataclass
-class Predictions:
-    """Raw outputs (N, n_out), targets, item indices and per-item losses, on the CPU, in item order."""
+class Predictor:
+    """A model with the preprocessing it was validated with: item transform (validation mode), batch resize and
+    normalization; predictions are activated outputs (probabilities, or values for points and regression)."""
 
-    outputs: torch.Tensor
-    targets: torch.Tensor
-    indices: torch.Tensor
-    losses: torch.Tensor
+    model: nn.Module
+    target: Target
+    item_tfm: ItemTransform | None
+    augment: BatchAugment
+    thresh: float
+    runtime: Runtime
+    source: str  # what it was loaded from, for messages
+    workers: int = 0
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    def batches(self, files: Sequence[Path], bs: int) -> DeviceLoader:
+        """The files in batches that collate: any `bs` when the item transform gives one size, else grouped by
+        each file's size (from its header)."""
+        positions = list(range(len(files)))
+        if self.item_tfm is not None:
+            groups = [positions[i : i + bs] for i in range(0, len(files), bs)]
+        else:
+            groups = _same_size_batches(files, bs)
+        sampler = FixedBatchSampler(groups)
+        dataset = ImageDataset(list(files), None, np.array(positions), self.item_tfm, train=False, seed=0)
+        loader = make_loader(dataset, sampler, self.workers, self.runtime.device.type == "cuda")
+        options = BatchOptions(train=False, seed=0, channels_last=self.runtime.channels_last)
+        return DeviceLoader(loader, sampler, self.augment, self.runtime.device, options, on_bad_image="skip")
 
-    def sorted(self) -> Predictions:
-        order = torch.argsort(self.indices)
-        return Predictions(self.outputs[order], self.targets[order], self.indices[order], self.losses[order])
+
+def source_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image as displayed (after EXIF), from its header only; None if it is unreadable."""
+    try:
+        with Image.open(path) as image:
+            return oriented_size(image)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
 
 
-def _gather(local: Predictions) -> Predictions:
-    """Every rank's shard, on every rank (validation shards are disjoint, so nothing is counted twice)."""
-    shards: list[Predictions | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(shards, local)
-    parts = [s for s in shards if s is not None and len(s) > 0]
-    return Predictions(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in ("outputs", "targets", "indices", "losses"))
+def _same_size_batches(files: Sequence[Path], bs: int) -> list[list[int]]:
+    """Positions grouped by image size, each group cut into batches of at most bs (unreadable files alone)."""
+    groups: dict[tuple[int, int] | int, list[int]] = {}
+    for position, file in enumerate(files):
+        size = source_size(file)
+        groups.setdefault(size if size is not None else -position - 1, []).append(position)
+    batches = [members[i : i + bs] for members in groups.values() for i in range(0, len(members), bs)]
+    return sorted(batches, key=lambda batch: batch[0])
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+
+def predictor_from_run(loaded: LoadedRun) -> Predictor:
+    spec = loaded.spec
+    workers = default_workers() if spec.data.num_workers == "auto" else spec.data.num_workers
+    return Predictor(
+        loaded.model.eval(),
+        loaded.target,
+        build_item_transform(spec.data.item_tfm),
+        loaded.augment,
+        loaded.pipeline.thresh,
+        loaded.runtime,
+        str(loaded.checkpoint.path),
+        workers,
     )
 
 
-def predict(model: nn.Module, batches: BatchSource, loss: Loss, runtime: Runtime) -> Predictions:
-    """Evaluate `model` (in eval mode) on every batch; targets are moved like the images (points)."""
-    model.eval()
-    outputs, targets, indices, losses = [], [], [], []
-    batches.set_epoch(0)
-    with torch.inference_mode(), runtime.autocast():
-        for batch in batches:
-            out = model(batch.images).float()
-            outputs.append(out.cpu())
-            targets.append(batch.targets.cpu())
-            indices.append(batch.indices.cpu())
-            losses.append(loss.per_item(out, batch.targets).float().cpu())
-    if outputs:
-        local = Predictions(torch.cat(outputs), torch.cat(targets), torch.cat(indices), torch.cat(losses))
-    else:
-        local = Predictions(torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.int64), torch.zeros(0))
-    if runtime.distributed:
-        local = _gather(local)
-    return local.sorted()
+def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
+    """Rebuild the model from preprocess.json and model.safetensors; nothing of the training run is needed, and
+    nothing is downloaded (the model is never built pretrained)."""
+    record = ExportRecord.read(folder / PREPROCESS)
+    target = record.target.block()
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except (SafetensorError, OSError) as err:
+        raise ImgclsError(f"cannot load {folder / WEIGHTS}: {str(err).splitlines()[0]}") from None
+    try:
+        model = inference_model(record.model.spec(), target, state, str(folder / WEIGHTS))
+    except RuntimeError as err:
+        raise ImgclsError(f"cannot load {folder / WEIGHTS}: {str(err).splitlines()[0]}") from None
+    runtime = resolve_runtime(RuntimeSpec(device=device, precision="fp32"), distributed=False)
+    size = record.batch_resize.size
+    augment = batch_augment(record.augment_spec(), size, normalizer_from(record.normalize), record.model.n_in)
+    return Predictor(
+        model.to(runtime.device),
+        target,
+        build_item_transform(record.item_tfm_spec()),
+        augment,
+        record.threshold,
+        runtime,
+        f"{folder} (export)",
+        default_workers(),
+    )
 
 
-def compute_metrics(predictions: Predictions, metrics: list[Metric]) -> dict[str, float]:
-    """valid_loss (the mean over items) and every metric over the whole set."""
-    row = {"valid_loss": float(predictions.losses.mean())}
-    for metric in metrics:
-        row[metric.name] = metric.fn(predictions.outputs, predictions.targets)
-    return row
+def load_predictor(path: Path, which: str = "best") -> Predictor:
+    """An export folder (it has preprocess.json) or a run folder (its `which` checkpoint)."""
+    if (path / PREPROCESS).is_file():
+        return predictor_from_export(path)
+    if path.is_dir() and not (path / "checkpoints").is_dir():
+        raise ImgclsError(
+            f"{path} is neither a run folder (no checkpoints/) nor an export folder (no {PREPROCESS})",
+            hint="give the folder `imgcls train` or `imgcls export` printed",
+        )
+    return predictor_from_run(load_run(path, which))
+
+
+# --- predicting -------------------------------------------------------------------------------------------------
+
+
+def find_images(inputs: Sequence[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for image files (hidden entries skipped), sorted."""
+    extensions = {e.lower() for e in IMAGE_EXTENSIONS}
+    found: list[Path] = []
+    for path in inputs:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found.extend(
+                Path(dirpath) / name
+                for name in sorted(filenames)
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions
+            )
+    return found
+
+
+@dataclass
+class FilePrediction:
+    file: Path
+    values: np.ndarray | None = None  # activated outputs
+    size: tuple[int, int] | None = None  # original (width, height)
+    points: np.ndarray | None = None  # (P, 2) in original pixels
+    error: str | None = None
+
+
+def predict_files(
+    predictor: Predictor, files: Sequence[Path], bs: int = BATCH_SIZE, console: Console | None = None
+) -> list[FilePrediction]:
+    """One FilePrediction per file, in the order of `files`; unreadable files carry an error instead of values."""
+    results = [FilePrediction(file) for file in files]
+    batches = predictor.batches(files, bs)
+    predictions = evaluate(predictor.model, batches, predictor.runtime, console, "predict")
+    for bad in batches.skipped:
+        results[bad.index].error = bad.reason
+    values = predictor.target.activation(predictions.outputs)
+    item_points = None
+    if predictor.target.spatial:
+        item_points = predictions.geometry.to_input(as_points(values))
+    for row, position in enumerate(predictions.indices.tolist()):
+        record = results[position]
+        record.values = values[row].numpy()
+        record.size = source_size(record.file)
+        if item_points is not None and record.size is not None:
+            window = predictor.item_tfm.window(record.size, None) if predictor.item_tfm is not None else None
+            record.points = item_to_source(item_points[row].numpy(), window, record.size)
+    return results
+
+
+def prediction_frame(
+    predictor: Predictor, predictions: Sequence[FilePrediction], top_k: int = TOP_K, thresh: float | None = None
+) -> pd.DataFrame:
+    """One row per file: `file`, `error`, then the target's columns: pred_i/prob_i (top-k classes); labels and
+    prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i."""
+    target = predictor.target
+    thresh = predictor.thresh if thresh is None else thresh
+    rows = []
+    for prediction in predictions:
+        row: dict[str, object] = {"file": str(prediction.file), "error": prediction.error or ""}
+        if prediction.values is not None:
+            row.update(target.prediction_row(prediction.values, prediction.points, prediction.size, top_k, thresh))
+        rows.append(row)
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=["file", "error", *target.prediction_columns(top_k)])
+    return frame
+
+
+def validation_values(loaded: LoadedRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activated outputs and targets of the run's validation items, in item order (what predict must match)."""
+    predictions = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
+    return loaded.target.activation(predictions.outputs), predictions.targets
+
+
+__all__ = [
+    "FilePrediction",
+    "Predictor",
+    "find_images",
+    "load_predictor",
+    "predict_files",
+    "prediction_frame",
+    "predictor_from_export",
+    "predictor_from_run",
+    "source_size",
+]

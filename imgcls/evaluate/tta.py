@@ -20,24 +20,21 @@ blended points. The plain column goes through the same path and equals the run's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pandas as pd
 import torch
 
 from imgcls.errors import ImgclsError, TrainingError
-from imgcls.evaluate.load import LoadedRun, load_run, valid_loader, validation_data
-from imgcls.evaluate.passes import Pass, as_points, between_frames, geometry_pass
+from imgcls.evaluate.load import LoadedRun
 from imgcls.report.console import Console
+from imgcls.targets import Target
+from imgcls.train.evaluation import Predictions, evaluate
 from imgcls.train.losses import Loss
+from imgcls.train.metrics import Metric
 
 BETA = 0.25
 N_AUGMENTED = 4
-_LOG_FLOOR = torch.finfo(torch.float32).tiny
-_LOGIT_EPS = 1e-7
 
 
 def blend(
@@ -51,22 +48,13 @@ def blend(
     return torch.lerp(stacked.mean(dim=0), plain, beta)
 
 
-def inverse_activation(loss: Loss, values: torch.Tensor) -> torch.Tensor:
-    """Activated outputs -> outputs that the loss and metrics accept and that activate back to `values`:
-    log-probabilities for softmax (softmax(log p) = p when p sums to 1), logits for sigmoid, values as they are."""
-    if loss.name == "bce_with_logits":
-        clamped = values.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)
-        return torch.log(clamped / (1 - clamped))
-    if loss.name in ("cross_entropy", "label_smoothing_cross_entropy"):
-        return torch.log(values.clamp(min=_LOG_FLOOR))
-    return values
-
-
-def evaluate_values(loaded: LoadedRun, values: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """valid_loss and every metric of the run, from activated outputs."""
-    outputs = inverse_activation(loaded.loss, values)
-    row = {"valid_loss": float(loaded.loss.per_item(outputs, targets).mean())}
-    for metric in loaded.metrics:
+def evaluate_values(
+    target: Target, loss: Loss, metrics: list[Metric], values: torch.Tensor, targets: torch.Tensor
+) -> dict[str, float]:
+    """valid_loss and every metric of the run, from activated outputs (through the inverse activation)."""
+    outputs = target.inverse_activation(values)
+    row = {"valid_loss": float(loss.per_item(outputs, targets).mean())}
+    for metric in metrics:
         row[metric.name] = metric.fn(outputs, targets)
     return row
 
@@ -86,13 +74,15 @@ class TTAResult:
     targets: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
 
-def _in_plain_frame(loaded: LoadedRun, augmented: Pass, plain: Pass) -> torch.Tensor:
-    """Activated outputs of an augmented pass, point predictions carried into the plain pass's frame."""
-    values = loaded.loss.activation(augmented.outputs)
-    if loaded.info.kind != "point":
-        return values
-    moved = between_frames(as_points(values), augmented.geometry, plain.geometry)
-    return moved.reshape(values.shape)
+def augmented_pass(loaded: LoadedRun, number: int, console: Console | None = None, n: int = 1) -> Predictions:
+    """The validation set through the training transforms, with pass `number`'s own random draws. Spatial
+    targets keep the item transform in its validation form (the item frame stays the plain one): a random crop
+    that cut a point off would make a prediction no map can repair."""
+    pipeline = loaded.pipeline
+    batches = pipeline.batches(
+        "valid", augment_train=True, random_items=not pipeline.target.spatial, seed_offset=number
+    )
+    return evaluate(loaded.model, batches, loaded.runtime, console, f"augmented pass {number}/{n}")
 
 
 def tta(
@@ -105,28 +95,26 @@ def tta(
     """The plain and the TTA evaluation of a loaded run on its validation set."""
     if n < 1:
         raise ImgclsError(f"TTA needs at least one augmented pass, got n={n}")
-    points = loaded.info.kind == "point"
-    if use_max and loaded.info.kind not in ("category", "multi_category"):
+    target, pipeline = loaded.target, loaded.pipeline
+    if use_max and not target.probabilities:
         raise ImgclsError(
-            f"--use-max takes the largest probability; {loaded.info.kind} outputs are values, not probabilities",
+            f"--use-max takes the largest probability; {target.kind} outputs are values, not probabilities",
             hint="leave out --use-max to average the passes",
         )
-    data = validation_data(loaded)
-    model, runtime = loaded.model, loaded.runtime
-    plain = geometry_pass(model, valid_loader(loaded, data), runtime, console, "plain pass")
+    plain = evaluate(loaded.model, pipeline.batches("valid"), loaded.runtime, console, "plain pass")
     if len(plain) == 0:
         raise TrainingError("no validation item could be evaluated", hint="check the split and the image files")
+    loss, metrics = pipeline.loss, pipeline.metrics
     augmented: list[torch.Tensor] = []
     passes: list[dict[str, float]] = []
     for number in range(1, n + 1):
-        loader = valid_loader(loaded, data, train_tfms=True, seed_offset=number, item_train=not points)
-        result = geometry_pass(model, loader, runtime, console, f"augmented pass {number}/{n}")
+        result = augmented_pass(loaded, number, console, n)
         if not torch.equal(result.indices, plain.indices):
             raise TrainingError("an augmented pass saw different validation items than the plain pass")
-        values = _in_plain_frame(loaded, result, plain)
+        values = target.to_frame(target.activation(result.outputs), result.geometry, plain.geometry)
         augmented.append(values)
-        passes.append(evaluate_values(loaded, values, plain.targets))
-    plain_values = loaded.loss.activation(plain.outputs)
+        passes.append(evaluate_values(target, loss, metrics, values, plain.targets))
+    plain_values = target.activation(plain.outputs)
     blended = blend(plain_values, augmented, beta, use_max)
     return TTAResult(
         checkpoint=loaded.checkpoint.path.stem,
@@ -134,8 +122,8 @@ def tta(
         n=n,
         beta=beta,
         use_max=use_max,
-        plain=evaluate_values(loaded, plain_values, plain.targets),
-        tta=evaluate_values(loaded, blended, plain.targets),
+        plain=evaluate_values(target, loss, metrics, plain_values, plain.targets),
+        tta=evaluate_values(target, loss, metrics, blended, plain.targets),
         passes=passes,
         plain_values=plain_values,
         tta_values=blended,
@@ -143,47 +131,4 @@ def tta(
     )
 
 
-def write_tta(result: TTAResult, folder: Path) -> list[Path]:
-    rows = [{"metric": name, "plain": result.plain[name], "tta": result.tta[name]} for name in result.plain]
-    pd.DataFrame(rows).to_csv(folder / "tta.csv", index=False, float_format="%.6g")
-    summary = {
-        "checkpoint": result.checkpoint,
-        "items": result.items,
-        "n_augmented": result.n,
-        "beta": None if result.use_max else result.beta,
-        "use_max": result.use_max,
-        "plain": result.plain,
-        "tta": result.tta,
-        "augmented_passes": result.passes,
-    }
-    (folder / "tta.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return [folder / "tta.csv", folder / "tta.json"]
-
-
-def run_tta(
-    run_dir: Path,
-    which: str = "best",
-    n: int = N_AUGMENTED,
-    beta: float = BETA,
-    use_max: bool = False,
-    quiet: bool = False,
-) -> TTAResult:
-    """`imgcls tta-eval`: print the plain and TTA metrics side by side; write tta.csv and tta.json."""
-    console = Console(quiet)
-    loaded = load_run(run_dir, which)
-    result = tta(loaded, n, beta, use_max, console)
-    how = "max(plain, max(augmented))" if use_max else f"{1 - beta:g} * mean(augmented) + {beta:g} * plain"
-    console.info(
-        f"TTA on {result.items} validation items, {result.checkpoint} checkpoint: {n} augmented pass(es) with the "
-        f"training transforms + 1 plain pass; {how}"
-    )
-    console.info(f"{'metric':<16}{'plain':>10}{'tta':>10}{'change':>10}")
-    for name in result.plain:
-        before, after = result.plain[name], result.tta[name]
-        console.info(f"{name:<16}{before:>10.4f}{after:>10.4f}{after - before:>+10.4f}")
-    written = write_tta(result, run_dir)
-    console.info(f"wrote {', '.join(str(p) for p in written)}")
-    return result
-
-
-__all__ = ["TTAResult", "blend", "evaluate_values", "inverse_activation", "run_tta", "tta"]
+__all__ = ["TTAResult", "augmented_pass", "blend", "evaluate_values", "tta"]

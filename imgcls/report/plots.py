@@ -106,7 +106,8 @@ def image_grid(
         axis.axis("off")
     for index, (image, title) in enumerate(zip(images, titles, strict=True)):
         axis = axes.ravel()[index]
-        axis.imshow(image)
+        # A 2-D image is grey: drawn with the grey colormap over the whole 0..255 range, never a false colour.
+        axis.imshow(image, cmap="gray", vmin=0, vmax=255) if image.ndim == 2 else axis.imshow(image)
         axis.set_title(title, fontsize=8)
         if points is not None:
             for group, (colour, marker) in zip(points[index], (("lime", "o"), ("red", "x")), strict=False):

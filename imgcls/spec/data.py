@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from imgcls.registry import did_you_mean
 from imgcls.spec.base import (
     NonNegativeFloat,
     PositiveFloat,
@@ -15,6 +16,7 @@ from imgcls.spec.base import (
     Size,
     StrictModel,
 )
+from imgcls.targets import TARGETS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -226,9 +228,6 @@ Normalize = Literal["auto", "imagenet", "none", "measure"] | NormStats
 
 # --- the section ----------------------------------------------------------------------------------------
 
-Block = Literal["image", "category", "multi_category", "point", "regression"]
-TARGET_BLOCKS = ("category", "multi_category", "point", "regression")
-
 
 class DataSpec(StrictModel):
     """Where the items are, how they are labelled and split, and how each image is presized."""
@@ -236,7 +235,8 @@ class DataSpec(StrictModel):
     # A folder, `demo:<layout>` (generated on first use) or a folder that `url` is downloaded into.
     path: str
     url: str | None = None
-    blocks: list[Block] = Field(default_factory=lambda: list[Block](["image", "category"]))
+    # [image, <target>]: the target is a name of imgcls.targets.TARGETS.
+    blocks: list[str] = Field(default_factory=lambda: ["image", "category"])
     items: Items = Field(default_factory=FolderItems)
     labels: Labels = Field(default_factory=lambda: ParentFolderLabel(kind="parent_folder"))
     split: Split = Field(default_factory=RandomSplit)
@@ -257,9 +257,12 @@ class DataSpec(StrictModel):
     @field_validator("blocks")
     @classmethod
     def _two_blocks(cls, blocks: list[str]) -> list[str]:
-        if len(blocks) != 2 or blocks[0] != "image" or blocks[1] not in TARGET_BLOCKS:
+        names = TARGETS.names()
+        if len(blocks) != 2 or blocks[0] != "image":
+            raise ValueError(f"blocks must be [image, <target>] with <target> one of {', '.join(names)}; got {blocks}")
+        if blocks[1] not in TARGETS:
             raise ValueError(
-                f"blocks must be [image, <target>] with <target> one of {', '.join(TARGET_BLOCKS)}; got {blocks}"
+                f"unknown target block '{blocks[1]}'{did_you_mean(blocks[1], names)}; valid targets: {', '.join(names)}"
             )
         return blocks
 

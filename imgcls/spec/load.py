@@ -85,7 +85,7 @@ def _parse_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[KeyPath, int
     return raw, lines
 
 
-def _apply_override(raw: dict[str, Any], assignment: str) -> KeyPath:
+def apply_override(raw: dict[str, Any], assignment: str) -> KeyPath:
     """Apply `a.b.0.c=value` (value parsed as YAML, so 32 is an int and [1, 2] a list) to `raw`."""
     if "=" not in assignment:
         raise SpecError(f"--set {assignment}: expected key.path=value, e.g. --set data.bs=32")
@@ -227,7 +227,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     raw, lines = _parse_yaml(text, file)
     source = _Source(file=file, lines=lines)
     for assignment in overrides or []:
-        source.overrides[_apply_override(raw, assignment)] = f"--set {assignment}"
+        source.overrides[apply_override(raw, assignment)] = f"--set {assignment}"
     raw.setdefault("name", Path(path).stem)
     try:
         return Spec.model_validate(raw)

@@ -7,19 +7,7 @@ from pydantic import Field, model_validator
 from imgcls.spec.base import StrictModel
 from imgcls.spec.data import AugmentSpec, DataSpec
 from imgcls.spec.train import Callback, ModelSpec, RuntimeSpec, TrainSpec
-
-_METRICS_FOR_TARGET = {
-    "category": {"accuracy", "error_rate", "top_k_accuracy", "f1_macro"},
-    "multi_category": {"accuracy_multi", "f1_macro"},
-    "point": {"rmse", "mae"},
-    "regression": {"rmse", "mae"},
-}
-_LOSSES_FOR_TARGET = {
-    "category": {"auto", "cross_entropy", "label_smoothing_cross_entropy"},
-    "multi_category": {"auto", "bce_with_logits"},
-    "point": {"auto", "mse", "l1"},
-    "regression": {"auto", "mse", "l1"},
-}
+from imgcls.targets import TARGETS
 
 
 class Spec(StrictModel):
@@ -38,12 +26,13 @@ class Spec(StrictModel):
     @model_validator(mode="after")
     def _fits_target(self) -> Spec:
         target = self.data.target
+        block = TARGETS.get(target)
         for metric in self.train.metrics:
-            if metric.name not in _METRICS_FOR_TARGET[target]:
-                valid = ", ".join(sorted(_METRICS_FOR_TARGET[target]))
+            if metric.name not in block.metrics:
+                valid = ", ".join(sorted(block.metrics))
                 raise ValueError(f"metric '{metric.name}' does not apply to {target} targets; use {valid}")
-        if self.train.loss.name not in _LOSSES_FOR_TARGET[target]:
-            valid = ", ".join(sorted(_LOSSES_FOR_TARGET[target]))
+        if self.train.loss.name not in ("auto", *block.losses):
+            valid = ", ".join(sorted(("auto", *block.losses)))
             raise ValueError(f"loss '{self.train.loss.name}' does not apply to {target} targets; use {valid}")
         names = [cb.name for cb in self.callbacks]
         duplicated = sorted({n for n in names if names.count(n) > 1})

@@ -1,5 +1,5 @@
 """Checkpoints: one safetensors file holding weights, optimizer state and RNG states, with everything else
-(spec, vocab, normalization, loop position, callback states) as JSON in its header.
+(spec, vocab, normalization, loop position, callback states: the RunRecord) as JSON in its header.
 
 Loading never unpickles anything. Writing goes to a temporary file that is fsynced and then renamed over
 the old checkpoint, so a kill at any moment leaves either the old or the new file, never a torn one.
@@ -7,10 +7,8 @@ the old checkpoint, so a kill at any moment leaves either the old or the new fil
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from imgcls import __version__
 from imgcls.errors import TrainingError
+from imgcls.train.record import OptimizerRecord, RunRecord
 
-FORMAT = 1
 _META_KEY = "imgcls"
 
 
@@ -33,7 +30,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return plain
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], OptimizerRecord]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -43,7 +40,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
                 tensors[f"optim.{param_id}.{key}"] = value
             else:
                 scalars.setdefault(str(param_id), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    return tensors, OptimizerRecord(param_groups=state["param_groups"], scalars=scalars)
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -68,29 +65,24 @@ def _fsync_dir(folder: Path) -> None:
 def write_checkpoint(
     path: Path,
     model: nn.Module,
-    meta: dict[str, Any],
+    record: RunRecord,
     optimizer: torch.optim.Optimizer | None = None,
     with_rng: bool = True,
 ) -> Path:
-    """Atomically write `path` (weights, optimizer, RNG states as tensors; `meta` as JSON)."""
+    """Atomically write `path` (weights, optimizer, RNG states as tensors; the record as JSON)."""
     tensors = {f"model.{k}": v for k, v in unwrap(model).state_dict().items()}
-    full_meta = {
-        **meta,
-        "format": FORMAT,
-        "imgcls_version": __version__,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = record.stamped()
     if optimizer is not None:
-        optim_tensors, optim_meta = _optimizer_tensors(optimizer)
+        optim_tensors, optim_record = _optimizer_tensors(optimizer)
         tensors.update(optim_tensors)
-        full_meta["optimizer"] = optim_meta
+        record = record.model_copy(update={"optimizer": optim_record})
     if with_rng:
         tensors.update(_rng_tensors())
     # safetensors refuses shared or strided storage: give every tensor its own contiguous CPU copy.
     owned = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.tmp")
-    save_file(owned, str(scratch), metadata={_META_KEY: json.dumps(full_meta)})
+    save_file(owned, str(scratch), metadata={_META_KEY: record.to_json()})
     with open(scratch, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(scratch, path)
@@ -101,23 +93,23 @@ def write_checkpoint(
 @dataclass
 class Checkpoint:
     path: Path
-    meta: dict[str, Any]
+    record: RunRecord
     model_state: dict[str, torch.Tensor]
     optimizer_tensors: dict[str, torch.Tensor]
     rng: dict[str, torch.Tensor]
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer's state_dict as torch expects it, or None if none was saved."""
-        saved = self.meta.get("optimizer")
+        saved = self.record.optimizer
         if saved is None:
             return None
         state: dict[int, dict[str, Any]] = {}
         for key, value in self.optimizer_tensors.items():
             _, param_id, name = key.split(".", 2)
             state.setdefault(int(param_id), {})[name] = value
-        for param_id, values in saved["scalars"].items():
+        for param_id, values in saved.scalars.items():
             state.setdefault(int(param_id), {}).update(values)
-        return {"state": state, "param_groups": saved["param_groups"]}
+        return {"state": state, "param_groups": saved.param_groups}
 
     def restore_rng(self) -> None:
         torch.set_rng_state(self.rng["rng.cpu"])
@@ -138,10 +130,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise TrainingError(f"{path} is not a readable imgcls checkpoint: {err}") from None
     if _META_KEY not in header:
         raise TrainingError(f"{path} is a safetensors file but not an imgcls checkpoint (no '{_META_KEY}' header)")
-    meta = json.loads(header[_META_KEY])
-    if meta.get("format") != FORMAT:
-        raise TrainingError(f"{path} has checkpoint format {meta.get('format')}; this imgcls reads format {FORMAT}")
+    record = RunRecord.from_json(header[_META_KEY], path)
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
-    return Checkpoint(path, meta, model_state, optimizer, rng)
+    return Checkpoint(path, record, model_state, optimizer, rng)

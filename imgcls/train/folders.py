@@ -7,7 +7,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from imgcls.errors import SpecError, TrainingError
-from imgcls.spec.load import spec_from_dict
+from imgcls.spec.load import apply_override, spec_from_dict
 from imgcls.spec.schema import Spec
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint
 from imgcls.train.runtime import Runtime
@@ -49,14 +49,12 @@ _RESUMABLE_OVERRIDES = ("runtime.", "data.num_workers")
 def resume_run(run_dir: Path, overrides: list[str] | None) -> tuple[Spec, Checkpoint]:
     """The spec a run was started with and its last checkpoint."""
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.safetensors")
-    raw = checkpoint.meta["spec"]
+    raw = checkpoint.record.spec
     for assignment in overrides or []:
         if not assignment.startswith(_RESUMABLE_OVERRIDES):
             raise SpecError(
                 f"--set {assignment}: a resumed run keeps its spec; only runtime.* and data.num_workers may change",
                 hint="start a new run to change anything else",
             )
-        from imgcls.spec.load import _apply_override
-
-        _apply_override(raw, assignment)
+        apply_override(raw, assignment)
     return spec_from_dict(raw, origin=str(checkpoint.path)), checkpoint

@@ -26,6 +26,10 @@ from imgcls.train.state import TrainState
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class CancelFit(Exception):  # noqa: N818 - control flow, as fastai's CancelFitException
+    """Raised by a callback to end the phase at once (after the current batch): on_fit_end still fires."""
+
+
 class InterruptFlag:
     """Ctrl-C (or SIGTERM) sets a flag that the loop checks between batches, so a checkpoint is never taken
     mid-step. A second one interrupts at once. Under DDP the ranks agree on the flag every `sync_every`
@@ -78,6 +82,8 @@ class FitContext:
     interrupt: InterruptFlag
     epoch_key: Callable[[int], int]
     log_every: int = 10
+    # A NaN or infinite smoothed loss stops training with a TrainingError (the LR range test lets it run on).
+    stop_on_nonfinite: bool = True
 
 
 def check_finite(state: TrainState) -> None:
@@ -123,30 +129,40 @@ def train_batch(state: TrainState, ctx: FitContext, batch: DeviceBatch) -> None:
     state.smooth.add(state.loss_value)
     pos.batch += 1
     ctx.callbacks.fire("on_batch_end", state)
-    if pos.batch % ctx.log_every == 0:
+    if ctx.stop_on_nonfinite and pos.batch % ctx.log_every == 0:
         check_finite(state)
 
 
 def fit(state: TrainState, ctx: FitContext) -> None:
-    """Train `state.phase` to its last epoch (or until a callback sets state.stop)."""
+    """Train `state.phase` to its last epoch (or until a callback sets state.stop or raises CancelFit)."""
     pos = state.position
     ctx.callbacks.fire("on_fit_start", state)
-    while pos.epoch < state.phase.epochs and not state.stop:
-        # training batches (from pos.batch when resuming mid-epoch)
-        ctx.train.set_epoch(ctx.epoch_key(pos.epoch), start_batch=pos.batch)
-        state.n_batches = pos.batch + len(ctx.train)
-        state.model.train()
-        started = time.perf_counter()
-        ctx.callbacks.fire("on_epoch_start", state)
-        for batch in ctx.train:
-            train_batch(state, ctx, batch)
-            ctx.interrupt.check(state)
-        check_finite(state)
-        # validation and the epoch's row; position moves on before callbacks checkpoint it
-        row = {"stage": pos.stage, "phase": state.phase_name, "epoch": pos.epoch, "train_loss": state.smooth.get()}
-        row.update(ctx.validate())
-        row.update(lr=state.optimizer.param_groups[-1]["lr"], seconds=time.perf_counter() - started)
-        state.metrics = row
-        pos.epoch, pos.batch, pos.epochs_done = pos.epoch + 1, 0, pos.epochs_done + 1
-        ctx.callbacks.fire("on_epoch_end", state)
+    try:
+        while pos.epoch < state.phase.epochs and not state.stop:
+            _epoch(state, ctx)
+    except CancelFit:
+        pass
     ctx.callbacks.fire("on_fit_end", state)
+
+
+def _epoch(state: TrainState, ctx: FitContext) -> None:
+    pos = state.position
+    # training batches (from pos.batch when resuming mid-epoch)
+    ctx.train.set_epoch(ctx.epoch_key(pos.epoch), start_batch=pos.batch)
+    state.n_batches = pos.batch + len(ctx.train)
+    state.model.train()
+    started = time.perf_counter()
+    ctx.callbacks.fire("on_epoch_start", state)
+    for batch in ctx.train:
+        train_batch(state, ctx, batch)
+        ctx.interrupt.check(state)
+    if ctx.stop_on_nonfinite:
+        check_finite(state)
+    # validation and the epoch's row; position moves on before callbacks checkpoint it
+    row = {"stage": pos.stage, "phase": state.phase_name, "epoch": pos.epoch, "train_loss": state.smooth.get()}
+    if not state.skip_validation:
+        row.update(ctx.validate())
+    row.update(lr=state.optimizer.param_groups[-1]["lr"], seconds=time.perf_counter() - started)
+    state.metrics = row
+    pos.epoch, pos.batch, pos.epochs_done = pos.epoch + 1, 0, pos.epochs_done + 1
+    ctx.callbacks.fire("on_epoch_end", state)

@@ -1,4 +1,4 @@
-"""Losses, chosen from the target block unless the spec names one. All accept soft targets (MixUp)."""
+"""Losses, chosen by the target block unless the spec names one. All accept soft targets (MixUp)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from imgcls.spec.train import LossSpec
-
-_DEFAULT = {"category": "cross_entropy", "multi_category": "bce_with_logits", "point": "mse", "regression": "mse"}
+from imgcls.targets import Target
 
 
 @dataclass(frozen=True)
@@ -39,16 +38,9 @@ class Loss:
     def __call__(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.per_item(preds, targets).mean()
 
-    def activation(self, preds: torch.Tensor) -> torch.Tensor:
-        """Outputs -> what a person reads: class probabilities, label probabilities, or values as they are."""
-        if self.name in ("cross_entropy", "label_smoothing_cross_entropy"):
-            return torch.softmax(preds.float(), dim=-1)
-        if self.name == "bce_with_logits":
-            return torch.sigmoid(preds.float())
-        return preds.float()
 
-
-def build_loss(spec: LossSpec, target_kind: str) -> Loss:
-    name = _DEFAULT[target_kind] if spec.name == "auto" else spec.name
+def build_loss(spec: LossSpec, target: Target) -> Loss:
+    """The spec's loss, or (auto) the target block's default."""
+    name = target.default_loss if spec.name == "auto" else spec.name
     eps = spec.eps if name == "label_smoothing_cross_entropy" else 0.0
     return Loss(name, eps)

@@ -1,4 +1,5 @@
-"""`imgcls lr-find`: the learning-rate range test, as fastai's `Learner.lr_find` runs it.
+"""`imgcls lr-find`: the learning-rate range test, as fastai's `Learner.lr_find` runs it: a callback on the one
+training loop, so the spec's MixUp, CutMix, gradient accumulation and clipping apply during the test.
 
 The learning rate grows exponentially from `start_lr` to `end_lr` over `num_it` training batches (every parameter
 group gets the same rate); after each batch the smoothed loss (the EMA of `train_loss`) is recorded, and the test
@@ -11,32 +12,29 @@ points fastai uses: the recorded curve without its first `num_it // 10` and last
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from imgcls.augment.loader import BatchSource
-from imgcls.augment.pipeline import BatchAugment
-from imgcls.data.datablock import build_data
 from imgcls.errors import SpecError, TrainingError
-from imgcls.models.factory import create_model
 from imgcls.report.console import Console
 from imgcls.spec.schema import Spec
 from imgcls.spec.train import FineTuneStage
+from imgcls.train.builder import Pipeline, place_model
+from imgcls.train.callbacks import CallbackContext, build_callbacks
+from imgcls.train.callbacks.base import Callback, CallbackList
 from imgcls.train.checkpoint import unwrap
-from imgcls.train.losses import Loss, build_loss
+from imgcls.train.loop import CancelFit, FitContext, InterruptFlag, fit
 from imgcls.train.optim import build_optimizer, set_frozen, set_hypers
-from imgcls.train.runtime import Runtime, resolve_runtime
+from imgcls.train.runtime import resolve_runtime
 from imgcls.train.schedule import N_GROUPS, Phase
-from imgcls.train.setup import DataSource, place_model, resolve_normalizer, stage_loaders
-from imgcls.train.state import SmoothLoss
+from imgcls.train.state import Position, TrainState
 
 START_LR, END_LR, NUM_IT = 1e-7, 10.0, 100
 MOMENTUM = 0.9  # fastai's Adam default (beta1); lr_find schedules the learning rate only
@@ -153,7 +151,7 @@ def suggest(lrs: list[float], losses: list[float], num_it: int) -> list[Suggesti
     return [function(kept_lrs, kept_losses) for function in SUGGESTION_FUNCTIONS]
 
 
-# --- the range test -----------------------------------------------------------------------------------------
+# --- the range test ---------------------------------------------------------------------------------------
 
 
 def exponential_lr(start_lr: float, end_lr: float, pos: float) -> float:
@@ -178,6 +176,15 @@ class LRFindOptions:
         if self.num_it < 1:
             raise SpecError(f"--num-it must be positive, got {self.num_it}")
 
+    @property
+    def scheduled(self) -> int:
+        """Batches of the exponential schedule (fastai runs at least 6)."""
+        return max(self.num_it, 6)
+
+    def epochs(self, batches_per_epoch: int) -> int:
+        """fastai's num_it // len(dl) + 1 epochs: enough to reach num_it batches, at most."""
+        return self.num_it // max(batches_per_epoch, 1) + 1
+
 
 @dataclass
 class LRCurve:
@@ -188,61 +195,46 @@ class LRCurve:
     stop_reason: str = ""
 
 
-def record_curve(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: BatchSource,
-    loss: Loss,
-    runtime: Runtime,
-    options: LRFindOptions | None = None,
-    on_batch: Callable[[int, float], None] | None = None,
-) -> LRCurve:
-    """Train `model` with an exponentially growing learning rate and record the smoothed loss after each batch.
+class LRFinder(Callback):
+    """The range test as a callback: each batch gets the next learning rate of the exponential schedule, the
+    smoothed loss after it is recorded, validation is skipped, and the phase ends (CancelFit) once the loss
+    diverges or the schedule is done. The batch that diverges is recorded before the test stops (fastai)."""
 
-    As fastai: the schedule runs over max(num_it, 6) batches, over at most num_it // len(batches) + 1 epochs;
-    the batch that diverges is recorded before the test stops. The caller restores the weights.
-    """
-    options = options or LRFindOptions()
-    start_lr, end_lr, num_it = options.start_lr, options.end_lr, options.num_it
-    scheduled = max(num_it, 6)
-    n_epochs = num_it // max(len(batches), 1) + 1
-    scaler = runtime.grad_scaler()
-    smooth = SmoothLoss()
-    best = math.inf
-    curve = LRCurve()
-    iteration = 0
-    model.train()
-    for epoch in range(n_epochs):
-        batches.set_epoch(epoch)
-        for batch in batches:
-            lr = exponential_lr(start_lr, end_lr, iteration / scheduled)
-            # Every group was built with base_lr 1, so the scale is the learning rate itself.
-            set_hypers(optimizer, lr, MOMENTUM)
-            with runtime.autocast():
-                value = loss(model(batch.images), batch.targets)
-            (scaler.scale(value) if scaler is not None else value).backward()  # type: ignore[no-untyped-call]
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            smooth.add(value)
-            iteration += 1
-            current = smooth.get()
-            curve.lrs.append(lr)
-            curve.losses.append(current)
-            if on_batch is not None:
-                on_batch(iteration, current)
-            best = min(best, current)  # a NaN never becomes the best, and never stops the test (fastai)
-            if options.stop_div and current > DIVERGENCE * best:
-                curve.stop_reason = f"the smoothed loss exceeded {DIVERGENCE:g}x its minimum at batch {iteration}"
-                return curve
-            if iteration >= scheduled:
-                curve.stop_reason = f"all {scheduled} batches done"
-                return curve
-    curve.stop_reason = f"the data ran out after {iteration} batches ({n_epochs} epoch(s))"
-    return curve
+    name = "lr_find"
+    order = 10  # before the batch's other callbacks: MixUp and accumulation see the scheduled rate
+
+    def __init__(self, options: LRFindOptions, on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.options, self.on_batch = options, on_batch
+        self.curve = LRCurve()
+        self.best = math.inf
+
+    def on_fit_start(self, state: TrainState) -> None:
+        state.skip_validation = True
+
+    def on_batch_start(self, state: TrainState) -> None:
+        # Every group was built with base_lr 1, so the scale is the learning rate itself.
+        lr = exponential_lr(self.options.start_lr, self.options.end_lr, len(self.curve.lrs) / self.options.scheduled)
+        set_hypers(state.optimizer, lr, MOMENTUM)
+        self.curve.lrs.append(lr)
+
+    def on_batch_end(self, state: TrainState) -> None:
+        current = state.smooth.get()
+        self.curve.losses.append(current)
+        iteration = len(self.curve.losses)
+        if self.on_batch is not None:
+            self.on_batch(iteration, current)
+        self.best = min(self.best, current)  # a NaN never becomes the best, and never stops the test (fastai)
+        if self.options.stop_div and current > DIVERGENCE * self.best:
+            self.curve.stop_reason = f"the smoothed loss exceeded {DIVERGENCE:g}x its minimum at batch {iteration}"
+            raise CancelFit
+        if iteration >= self.options.scheduled:
+            self.curve.stop_reason = f"all {self.options.scheduled} batches done"
+            raise CancelFit
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if not self.curve.stop_reason:
+            epochs = state.position.epochs_done
+            self.curve.stop_reason = f"the data ran out after {len(self.curve.lrs)} batches ({epochs} epoch(s))"
 
 
 @dataclass
@@ -255,6 +247,7 @@ class LRFindResult:
     frozen: bool
     size: tuple[int, int] | None
     bs: int
+    callbacks: list[str] = field(default_factory=list)  # the spec's callbacks that ran during the test
 
 
 def freezes_first(spec: Spec) -> bool:
@@ -273,6 +266,7 @@ class _Snapshot:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.device = next(model.parameters()).device
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.requires_grad = [p.requires_grad for p in model.parameters()]
         self.training = model.training
@@ -281,6 +275,7 @@ class _Snapshot:
         self.cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
 
     def restore(self) -> None:
+        self.model.to(self.device)
         self.model.load_state_dict(self.state)
         for param, flag in zip(self.model.parameters(), self.requires_grad, strict=True):
             param.requires_grad_(flag)
@@ -288,6 +283,39 @@ class _Snapshot:
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def run_range_test(
+    state: TrainState,
+    batches: BatchSource,
+    options: LRFindOptions,
+    callbacks: list[Callback],
+    console: Console | None = None,
+) -> LRCurve:
+    """Fit `state` (a phase built with base learning rates of 1) with the LRFinder and `callbacks`; the caller
+    restores the model afterwards."""
+    finder = LRFinder(options, on_batch=(lambda _, v: console.advance_bar(1, f"loss {v:.4f}")) if console else None)
+    n_epochs = options.epochs(len(batches))
+    state.phase = Phase("lr_find", n_epochs, (1.0,) * N_GROUPS, state.phase.frozen, False, moms=(MOMENTUM,) * 3)
+    total = min(options.scheduled, n_epochs * len(batches))
+    if console is not None:
+        console.start_bar(total, "lr-find")
+    try:
+        with InterruptFlag() as interrupt:
+            ctx = FitContext(
+                batches,
+                lambda: {},
+                CallbackList([finder, *callbacks]),
+                state.runtime.grad_scaler(),
+                interrupt,
+                epoch_key=lambda epoch: epoch,
+                stop_on_nonfinite=False,
+            )
+            fit(state, ctx)
+    finally:
+        if console is not None:
+            console.stop_bar()
+    return finder.curve
 
 
 def lr_find(
@@ -298,26 +326,22 @@ def lr_find(
     console: Console | None = None,
 ) -> LRFindResult:
     """Run the range test on the model the spec builds (or on `model`, which is left unchanged) with the
-    spec's data, first-stage size and batch size, optimizer, loss and runtime."""
+    spec's data, first-stage size and batch size, optimizer, loss, training callbacks and runtime."""
     options = options or LRFindOptions()
     options.check()
     console = console or Console(quiet=True, enabled=False)
     runtime = resolve_runtime(spec.runtime, distributed=False)  # a range test is one process
     for note in runtime.notes:
         console.warn(note)
-    data = build_data(spec.data, console.quiet)
+    pipeline = Pipeline(spec, runtime, quiet=console.quiet)
     if model is None:
         torch.manual_seed(spec.seed)  # the weights training would start from
-        model = create_model(spec.model, data.info.n_out)
-    stage = spec.train.stages[0]
-    size, bs = stage.size or spec.final_size, stage.bs or spec.data.bs
-    augment = BatchAugment(spec.augment, channels=spec.model.n_in)
-    source = DataSource(spec, data, runtime)
-    normalizer = resolve_normalizer(spec, lambda: stage_loaders(source, augment, size, bs))
-    loaders = stage_loaders(source, augment.with_normalizer(normalizer), size, bs)
+        model = pipeline.new_model()
+    loaders = pipeline.stage_loaders(0)
+    context = CallbackContext(Path("."), lambda kind, state: None, spec.runtime.log_every, spec)
+    shaping = [cb for cb in build_callbacks(spec.callbacks, context) if cb.shapes_training]
     frozen = freezes_first(spec) and not options.unfrozen
     snapshot = _Snapshot(model)
-    device_before = next(model.parameters()).device
     try:
         placed = place_model(model, runtime)
         raw = unwrap(placed)
@@ -325,95 +349,30 @@ def lr_find(
         set_frozen(raw, groups, frozen, spec.train.train_bn)
         phase = Phase("lr_find", 1, (1.0,) * N_GROUPS, frozen, False, moms=(MOMENTUM,) * 3)
         optimizer = build_optimizer(raw, groups, spec.train, phase)
-        loss = build_loss(spec.train.loss, data.info.kind)
-        total = min(max(options.num_it, 6), (options.num_it // max(len(loaders.train), 1) + 1) * len(loaders.train))
-        console.start_bar(total, "lr-find")
-        try:
-            curve = record_curve(
-                placed,
-                optimizer,
-                loaders.train,
-                loss,
-                runtime,
-                options,
-                on_batch=lambda _, value: console.advance_bar(1, f"loss {value:.4f}"),
-            )
-        finally:
-            console.stop_bar()
+        state = TrainState(
+            placed, optimizer, pipeline.loss, runtime, pipeline.target, Path("."), phase, "lr_find", Position()
+        )
+        curve = run_range_test(state, loaders.train, options, shaping, console)
     finally:
-        model.to(device_before)
         snapshot.restore()
     suggestions = suggest(curve.lrs, curve.losses, options.num_it)
-    return LRFindResult(curve, suggestions, options.num_it, options.start_lr, options.end_lr, frozen, size, bs)
-
-
-# --- the command --------------------------------------------------------------------------------------------
-
-
-def default_folder(spec: Spec) -> Path:
-    """runs/<name>-lr_find: next to the runs, overwritten by the next lr-find of the same spec name."""
-    return Path("runs") / f"{spec.name or 'run'}-lr_find"
-
-
-def write_result(result: LRFindResult, out: Path) -> list[Path]:
-    """lr_find.csv (every recorded point, and whether the suggestions used it), lr_find.json, lr_find.png."""
-    from imgcls.report.plots import plot_lr_find
-
-    out.mkdir(parents=True, exist_ok=True)
-    curve = result.curve
-    start = result.num_it // 10
-    used_lrs, _ = suggestion_points(curve.lrs, curve.losses, result.num_it)
-    used = [start <= i < start + len(used_lrs) for i in range(len(curve.lrs))]
-    frame = pd.DataFrame({"lr": curve.lrs, "loss": curve.losses, "used_for_suggestions": used})
-    frame.to_csv(out / "lr_find.csv", index=False, float_format="%.8g")
-    summary = {
-        "start_lr": result.start_lr,
-        "end_lr": result.end_lr,
-        "num_it": result.num_it,
-        "batches": len(curve.lrs),
-        "stop_reason": curve.stop_reason,
-        "frozen": result.frozen,
-        "size": result.size,
-        "bs": result.bs,
-        "suggestions": {s.name: (None if math.isnan(s.lr) else s.lr) for s in result.suggestions},
-    }
-    (out / "lr_find.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shown = len(curve.lrs) - SKIP_END if len(curve.lrs) > SKIP_END else len(curve.lrs)
-    plot_lr_find(curve.lrs[:shown], curve.losses[:shown], result.suggestions, out / "lr_find.png")
-    return [out / "lr_find.csv", out / "lr_find.json", out / "lr_find.png"]
-
-
-def run_lr_find(spec: Spec, out: Path | None, options: LRFindOptions, quiet: bool = False) -> LRFindResult:
-    """`imgcls lr-find`: run the test, print the suggestions, write the curve and its plot."""
-    console = Console(quiet)
-    folder = out or default_folder(spec)
-    result = lr_find(spec, options, console=console)
-    curve = result.curve
-    what = "frozen: head and batch norm only" if result.frozen else "the whole network"
-    size = "x".join(map(str, result.size)) if result.size else "item size"
-    console.info(
-        f"lr-find: {len(curve.lrs)} batches of {result.bs} at {size} px, lr {result.start_lr:.0e} -> "
-        f"{result.end_lr:.0e}, {what}; {curve.stop_reason}"
+    names = [cb.name for cb in shaping]
+    return LRFindResult(
+        curve, suggestions, options.num_it, options.start_lr, options.end_lr, frozen, loaders.size, loaders.bs, names
     )
-    console.info("suggested learning rates:")
-    for suggestion in result.suggestions:
-        value = "n/a" if math.isnan(suggestion.lr) else f"{suggestion.lr:.2e}"
-        console.info(f"  {suggestion.name:<8} {value:<9} ({suggestion.note})")
-    written = write_result(result, folder)
-    console.info(f"wrote {', '.join(str(p) for p in written)}")
-    return result
 
 
 __all__ = [
     "LRFindOptions",
     "LRFindResult",
+    "LRFinder",
     "Suggestion",
     "lr_find",
     "minimum",
-    "record_curve",
-    "run_lr_find",
+    "run_range_test",
     "slide",
     "steep",
     "suggest",
+    "suggestion_points",
     "valley",
 ]

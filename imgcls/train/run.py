@@ -1,44 +1,39 @@
-"""`imgcls train`: spec -> data -> model -> stages of phases -> a run folder that explains itself."""
+"""`imgcls train`'s engine: spec -> pipeline -> stages of phases through the one loop -> a run folder that explains
+itself (spec.yaml, env.json, split.json, metrics.csv/.png, checkpoints, the target's closing report)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from imgcls.augment.pipeline import BatchAugment, Normalizer
-from imgcls.data.datablock import DataBundle, build_data
 from imgcls.errors import DataError, TrainingInterrupted
-from imgcls.models.factory import check_outputs, create_model
 from imgcls.report.console import Console
 from imgcls.report.env import environment
+from imgcls.report.plots import plot_metrics
 from imgcls.spec.load import dump_spec
 from imgcls.spec.schema import Spec
+from imgcls.targets.base import ReportContext
+from imgcls.train.builder import Pipeline, StageLoaders, normalizer_record, place_model, wrap_model
 from imgcls.train.callbacks import CallbackContext, CallbackList, build_callbacks
+from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
-from imgcls.train.checkpoint import Checkpoint, write_checkpoint
+from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
 from imgcls.train.folders import start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
-from imgcls.train.losses import Loss, build_loss
-from imgcls.train.metrics import Metric, build_metric
+from imgcls.train.metrics import Metric
 from imgcls.train.optim import build_optimizer, set_frozen
+from imgcls.train.record import PositionRecord, RunRecord, SmoothRecord, TargetRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
 from imgcls.train.schedule import Phase, stage_phases
-from imgcls.train.setup import (
-    DataSource,
-    StageLoaders,
-    place_model,
-    resolve_normalizer,
-    stage_loaders,
-    wrap_model,
-)
 from imgcls.train.state import Position, SmoothLoss, TrainState
 
 T = TypeVar("T")
@@ -46,185 +41,6 @@ T = TypeVar("T")
 
 def metric_columns(metrics: list[Metric]) -> list[str]:
     return ["stage", "phase", "epoch", "train_loss", "valid_loss", *[m.name for m in metrics], "lr", "seconds"]
-
-
-def stage_size(spec: Spec, stage_index: int) -> tuple[int, int] | None:
-    return spec.train.stages[stage_index].size or spec.final_size
-
-
-@dataclass
-class Run:
-    """What stays fixed for a whole run."""
-
-    spec: Spec
-    run_dir: Path
-    runtime: Runtime
-    console: Console
-    data: DataBundle
-    model: nn.Module  # on the device, unwrapped; each phase wraps it (DDP, compile) for training
-    loss: Loss
-    metrics: list[Metric]
-    augment: BatchAugment
-    normalizer: Normalizer | None = None
-    callbacks: CallbackList | None = None
-    scaler: torch.amp.GradScaler | None = None
-    size: tuple[int, int] | None = None
-
-    @property
-    def source(self) -> DataSource:
-        """Built on first use and kept: a resident dataset is loaded once for every stage."""
-        if self._source is None:
-            self._source = DataSource(self.spec, self.data, self.runtime)
-        return self._source
-
-    _source: DataSource | None = None
-
-    def meta(self, kind: str, state: TrainState) -> dict[str, Any]:
-        position = asdict(state.position)
-        if state.stop:  # an early stop ends the phase: a resume must not train it further
-            position.update(epoch=state.phase.epochs, batch=0)
-        return {
-            "kind": kind,
-            "spec": self.spec.model_dump(mode="json"),
-            "target": self.data.info.to_dict(),
-            "normalizer": None
-            if self.normalizer is None
-            else {"mean": self.normalizer.mean, "std": self.normalizer.std},
-            "size": self.size,
-            "position": position,
-            "phase_name": state.phase_name,
-            "smooth": state.smooth.to_dict(),
-            "callbacks": self.callbacks.state_dict() if self.callbacks is not None else {},
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "metrics": state.metrics,
-        }
-
-    def write(self, kind: str, state: TrainState) -> None:
-        """Write checkpoints/<kind>.safetensors (rank 0 only); `last` includes the optimizer state."""
-        if self.runtime.is_main:
-            optimizer = state.optimizer if kind == "last" else None
-            write_checkpoint(
-                self.run_dir / "checkpoints" / f"{kind}.safetensors", self.model, self.meta(kind, state), optimizer
-            )
-
-
-def _prepare_folder(run: Run, resume: Checkpoint | None) -> None:
-    """spec.yaml, env.json and split.json; on resume, metrics.csv cut back to the checkpoint's epochs."""
-    if not run.runtime.is_main:
-        return
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "spec.yaml").write_text(dump_spec(run.spec))
-    env = environment(run.runtime.device, run.runtime.world)
-    (run.run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-    split = {"train": len(run.data.split.train), "valid_items": run.data.valid_items(), "vocab": run.data.info.vocab}
-    (run.run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
-    metrics_file = run.run_dir / "metrics.csv"
-    if resume is not None and metrics_file.exists():
-        done = int(resume.meta["position"]["epochs_done"])
-        with open(metrics_file, newline="") as handle:
-            rows = list(csv.reader(handle))
-        with open(metrics_file, "w", newline="") as handle:
-            csv.writer(handle).writerows(rows[: done + 1])
-
-
-def _describe(run: Run, loaders: StageLoaders, n_stages: int) -> Any:
-    def describe(state: TrainState) -> str:
-        size = "x".join(map(str, loaders.size)) if loaders.size else "item size"
-        lrs = ", ".join(f"{lr:.2e}" for lr in state.phase.lrs)
-        frozen = ", body frozen" if state.phase.frozen else ""
-        return (
-            f"stage {state.position.stage + 1}/{n_stages} {state.phase_name}: {state.phase.epochs} epoch(s) "
-            f"at {size} px, bs {loaders.bs}, lr {lrs}{frozen}"
-        )
-
-    return describe
-
-
-def _core_callbacks(run: Run, loaders: StageLoaders) -> list[Any]:
-    columns = metric_columns(run.metrics)
-    main = run.runtime.is_main
-    cbs: list[Any] = [SaveLast(run.write)]
-    if main:
-        cbs.append(CSVLogger(run.run_dir / "metrics.csv", columns))
-    cbs.append(
-        ProgressDisplay(
-            run.console, columns, run.spec.runtime.log_every, _describe(run, loaders, len(run.spec.train.stages))
-        )
-    )
-    return cbs
-
-
-def _validate(run: Run, loaders: StageLoaders) -> Any:
-    from imgcls.evaluate.predict import compute_metrics, predict
-
-    def validate() -> dict[str, float]:
-        # The plain model: each rank evaluates its own shard, and predict() gathers them.
-        if run.runtime.distributed:
-            # Batch-norm running statistics drift apart across ranks (each updates them from its own last
-            # batch); evaluate every shard with rank 0's, the ones the checkpoint keeps.
-            for buffer in run.model.buffers():
-                dist.broadcast(buffer, src=0)
-        return compute_metrics(predict(run.model, loaders.valid, run.loss, run.runtime), run.metrics)
-
-    return validate
-
-
-def _phase_state(run: Run, phase: Phase, position: Position, resume: Checkpoint | None) -> TrainState:
-    groups = run.model.param_groups()  # type: ignore[operator]
-    set_frozen(run.model, groups, phase.frozen, run.spec.train.train_bn)
-    optimizer = build_optimizer(run.model, groups, run.spec.train, phase)
-    model = wrap_model(run.model, run.runtime)
-    state = TrainState(model, optimizer, run.loss, run.runtime, run.data.info, run.run_dir, phase, phase.name, position)
-    if resume is not None:
-        saved = resume.optimizer_state()
-        if saved is not None:
-            optimizer.load_state_dict(saved)
-        state.smooth = SmoothLoss.from_dict(resume.meta["smooth"], run.runtime.device)
-        if run.scaler is not None and resume.meta.get("scaler"):
-            run.scaler.load_state_dict(resume.meta["scaler"])
-    return state
-
-
-def _stage(
-    run: Run, stage_index: int, position: Position, resume: Checkpoint | None, interrupt: InterruptFlag
-) -> Position:
-    stage = run.spec.train.stages[stage_index]
-    run.size = stage_size(run.spec, stage_index)
-    loaders = stage_loaders(run.source, run.augment, run.size, stage.bs or run.spec.data.bs)
-    callbacks = CallbackList(run.callbacks.callbacks + _core_callbacks(run, loaders))  # type: ignore[union-attr]
-    for phase_index, phase in enumerate(stage_phases(stage)):
-        if (stage_index, phase_index) < (position.stage, position.phase):
-            continue
-        if (stage_index, phase_index) > (position.stage, position.phase):
-            position = replace(position, stage=stage_index, phase=phase_index, epoch=0, batch=0)
-            resume = None
-        if position.epoch >= phase.epochs:
-            continue
-        state = _phase_state(run, phase, position, resume)
-        resume = None
-        epoch_key = lambda epoch, s=stage_index, p=phase_index: (s * 100 + p) * 100_000 + epoch  # noqa: E731
-        ctx = FitContext(
-            loaders.train,
-            _validate(run, loaders),
-            callbacks,
-            run.scaler,
-            interrupt,
-            epoch_key,
-            run.spec.runtime.log_every,
-        )
-        try:
-            fit(state, ctx)
-        except TrainingInterrupted as err:
-            run.write("last", state)
-            raise TrainingInterrupted(
-                f"{err.message}; saved {run.run_dir / 'checkpoints' / 'last.safetensors'}",
-                hint=f"resume with: imgcls train --resume {run.run_dir}",
-            ) from None
-        except DataError as err:
-            run.write("last", state)
-            raise DataError(err.message, f"{err.hint}; then resume with: imgcls train --resume {run.run_dir}") from None
-        position = state.position
-    return replace(position, stage=stage_index + 1, phase=0, epoch=0, batch=0)
 
 
 def rank_zero_first(runtime: Runtime, step: Callable[[], T]) -> T:
@@ -239,82 +55,275 @@ def rank_zero_first(runtime: Runtime, step: Callable[[], T]) -> T:
     return step()
 
 
-def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: Checkpoint | None = None) -> Path:
+class Trainer:
+    """One run: the pipeline, the model on its device, the callbacks, and where the run is.
+
+    A resumed run is the same object restored from its `last` checkpoint: weights and global RNG state when the
+    model is built, the position and callback states at once, and the optimizer, smoothed loss and grad scaler
+    when the checkpoint's phase is rebuilt (`_pending`, used once).
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        runtime: Runtime,
+        run_dir: Path,
+        console: Console,
+        resume: Checkpoint | None,
+        extra: Sequence[Callback],
+    ) -> None:
+        self.spec, self.runtime, self.run_dir, self.console = spec, runtime, run_dir, console
+        self._pending = resume
+        # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
+        torch.manual_seed(spec.seed)
+        record = resume.record if resume is not None else None
+        self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet)
+        self.data = rank_zero_first(runtime, lambda: self.pipeline.data)
+        self.model = self._model(resume)
+        self.scaler = runtime.grad_scaler()
+        self.size: tuple[int, int] | None = None
+        context = CallbackContext(run_dir, self.write, spec.runtime.log_every, spec)
+        self.callbacks = CallbackList([*build_callbacks(spec.callbacks, context), *extra])
+        self.position = Position()
+        if resume is not None:
+            self.callbacks.load_state_dict(resume.record.callbacks)
+            self.position = Position(**resume.record.position.model_dump())
+
+    def _model(self, resume: Checkpoint | None) -> nn.Module:
+        """The model on its device: fresh, or with the checkpoint's weights and global RNG state."""
+        model = self.pipeline.new_model()
+        if resume is not None:
+            from imgcls.models.factory import check_outputs
+
+            check_outputs(model, self.pipeline.target.n_out, str(resume.path))
+            model.load_state_dict(resume.model_state)
+            # Nothing draws from the global generator between here and the next training batch, in the original
+            # run as in this one (loaders and augmentation have their own generators), so restoring it here
+            # gives the resumed run the dropout masks the original would have drawn.
+            resume.restore_rng()
+        if self.spec.model.sync_bn and self.runtime.distributed and self.runtime.device.type != "cuda":
+            self.console.warn("model.sync_bn needs CUDA devices: batch norm stays per process on the CPU")
+        return place_model(model, self.runtime, self.spec.model.sync_bn)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+
+    def record(self, kind: str, state: TrainState) -> RunRecord:
+        position = asdict(state.position)
+        if state.stop:  # an early stop ends the phase: a resume must not train it further
+            position.update(epoch=state.phase.epochs, batch=0)
+        smooth = state.smooth.to_dict()
+        return RunRecord(
+            kind="last" if kind == "last" else "best",
+            spec=self.spec.model_dump(mode="json"),
+            target=TargetRecord.of(self.pipeline.target),
+            normalizer=normalizer_record(self.pipeline.normalizer),
+            size=self.size,
+            position=PositionRecord(**position),
+            phase_name=state.phase_name,
+            smooth=SmoothRecord(value=float(smooth["value"]), count=int(smooth["count"])),
+            callbacks=self.callbacks.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            metrics=state.metrics,
+        )
+
+    def write(self, kind: str, state: TrainState) -> None:
+        """Write checkpoints/<kind>.safetensors (rank 0 only); `last` includes the optimizer state."""
+        if self.runtime.is_main:
+            optimizer = state.optimizer if kind == "last" else None
+            path = self.run_dir / "checkpoints" / f"{kind}.safetensors"
+            write_checkpoint(path, self.model, self.record(kind, state), optimizer)
+
+    # --- the run folder -----------------------------------------------------------------------------------
+
+    def prepare_folder(self) -> None:
+        """spec.yaml, env.json and split.json; on resume, metrics.csv cut back to the checkpoint's epochs."""
+        if not self.runtime.is_main:
+            return
+        folder, data = self.run_dir, self.data
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.yaml").write_text(dump_spec(self.spec))
+        env = environment(self.runtime.device, self.runtime.world)
+        (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+        split = {"train": len(data.split.train), "valid_items": data.valid_items(), "vocab": list(data.target.vocab)}
+        (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+        metrics_file = folder / "metrics.csv"
+        if self._pending is not None and metrics_file.exists():
+            done = self.position.epochs_done
+            with open(metrics_file, newline="") as handle:
+                rows = list(csv.reader(handle))
+            with open(metrics_file, "w", newline="") as handle:
+                csv.writer(handle).writerows(rows[: done + 1])
+
+    # --- stages and phases --------------------------------------------------------------------------------
+
+    def _describe(self, loaders: StageLoaders) -> Callable[[TrainState], str]:
+        n_stages = self.pipeline.n_stages
+
+        def describe(state: TrainState) -> str:
+            size = "x".join(map(str, loaders.size)) if loaders.size else "item size"
+            lrs = ", ".join(f"{lr:.2e}" for lr in state.phase.lrs)
+            frozen = ", body frozen" if state.phase.frozen else ""
+            return (
+                f"stage {state.position.stage + 1}/{n_stages} {state.phase_name}: {state.phase.epochs} epoch(s) "
+                f"at {size} px, bs {loaders.bs}, lr {lrs}{frozen}"
+            )
+
+        return describe
+
+    def _core_callbacks(self, loaders: StageLoaders) -> list[Callback]:
+        columns = metric_columns(self.pipeline.metrics)
+        cbs: list[Callback] = [SaveLast(self.write)]
+        if self.runtime.is_main:
+            cbs.append(CSVLogger(self.run_dir / "metrics.csv", columns))
+        cbs.append(ProgressDisplay(self.console, columns, self.spec.runtime.log_every, self._describe(loaders)))
+        return cbs
+
+    def _validate(self, loaders: StageLoaders) -> Callable[[], dict[str, float]]:
+        def validate() -> dict[str, float]:
+            # The plain model: each rank evaluates its own shard, and evaluate() gathers them.
+            if self.runtime.distributed:
+                # Batch-norm running statistics drift apart across ranks (each updates them from its own last
+                # batch); evaluate every shard with rank 0's, the ones the checkpoint keeps.
+                for buffer in self.model.buffers():
+                    dist.broadcast(buffer, src=0)
+            predictions = evaluate(self.model, loaders.valid, self.runtime)
+            return compute_metrics(predictions, self.pipeline.loss, self.pipeline.metrics)
+
+        return validate
+
+    def _phase_state(self, phase: Phase, position: Position) -> TrainState:
+        groups = self.model.param_groups()  # type: ignore[operator]
+        set_frozen(self.model, groups, phase.frozen, self.spec.train.train_bn)
+        optimizer = build_optimizer(self.model, groups, self.spec.train, phase)
+        model = wrap_model(self.model, self.runtime)
+        state = TrainState(
+            model,
+            optimizer,
+            self.pipeline.loss,
+            self.runtime,
+            self.pipeline.target,
+            self.run_dir,
+            phase,
+            phase.name,
+            position,
+        )
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            saved = pending.optimizer_state()
+            if saved is not None:
+                optimizer.load_state_dict(saved)
+            state.smooth = SmoothLoss.from_dict(pending.record.smooth.model_dump(), self.runtime.device)
+            if self.scaler is not None and pending.record.scaler:
+                self.scaler.load_state_dict(pending.record.scaler)
+        return state
+
+    def stage(self, index: int, interrupt: InterruptFlag) -> None:
+        stage = self.spec.train.stages[index]
+        self.size = self.pipeline.size(index)
+        loaders = self.pipeline.stage_loaders(index)
+        callbacks = CallbackList(self.callbacks.callbacks + self._core_callbacks(loaders))
+        position = self.position
+        for phase_index, phase in enumerate(stage_phases(stage)):
+            if (index, phase_index) < (position.stage, position.phase):
+                continue
+            if (index, phase_index) > (position.stage, position.phase):
+                position = replace(position, stage=index, phase=phase_index, epoch=0, batch=0)
+                self._pending = None
+            if position.epoch >= phase.epochs:
+                continue
+            state = self._phase_state(phase, position)
+            epoch_key = lambda epoch, s=index, p=phase_index: (s * 100 + p) * 100_000 + epoch  # noqa: E731
+            ctx = FitContext(
+                loaders.train,
+                self._validate(loaders),
+                callbacks,
+                self.scaler,
+                interrupt,
+                epoch_key,
+                self.spec.runtime.log_every,
+            )
+            self._fit(state, ctx)
+            position = state.position
+        self.position = replace(position, stage=index + 1, phase=0, epoch=0, batch=0)
+
+    def _fit(self, state: TrainState, ctx: FitContext) -> None:
+        """fit(), saving `last` when the user interrupts or an image cannot be read, with the way to go on."""
+        last = self.run_dir / "checkpoints" / "last.safetensors"
+        try:
+            fit(state, ctx)
+        except TrainingInterrupted as err:
+            self.write("last", state)
+            raise TrainingInterrupted(
+                f"{err.message}; saved {last}", hint=f"resume with: imgcls train --resume {self.run_dir}"
+            ) from None
+        except DataError as err:
+            self.write("last", state)
+            raise DataError(
+                err.message, f"{err.hint}; then resume with: imgcls train --resume {self.run_dir}"
+            ) from None
+
+    def run(self) -> Path:
+        self.prepare_folder()
+        data, runtime = self.data, self.runtime
+        self.console.info(
+            f"run folder: {self.run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
+            f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
+        )
+        self.console.info(f"data mode: {self.pipeline.source.mode} ({self.pipeline.source.reason})")
+        with InterruptFlag(self.spec.runtime.log_every) as interrupt:
+            for index in range(self.position.stage, self.pipeline.n_stages):
+                self.stage(index, interrupt)
+        if runtime.distributed:
+            dist.barrier()
+        if runtime.is_main:
+            closing_report(self.run_dir, self.console)
+        return self.run_dir
+
+
+def closing_report(run_dir: Path, console: Console) -> None:
+    """metrics.png, then the best checkpoint on the validation set through its target's report."""
+    metrics_csv = run_dir / "metrics.csv"
+    if metrics_csv.exists():
+        plot_metrics(metrics_csv, run_dir / "metrics.png")
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / "best.safetensors")
+    record = checkpoint.record
+    spec = record.spec_model(str(checkpoint.path))
+    runtime = resolve_runtime(spec.runtime, distributed=False)
+    pipeline = Pipeline(spec, runtime, record)
+    model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
+    augment = pipeline.augment(pipeline.eval_size)
+    predictions = evaluate(model, pipeline.batches("valid"), runtime)
+    result = evaluated(predictions, pipeline, augment)
+    lines, files = pipeline.target.training_report(ReportContext(result, run_dir, console))
+    best = record.metrics
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in ("lr", "seconds"))
+    where = f"stage {record.position.stage + 1}, {record.phase_name} epoch {best.get('epoch', 0) + 1}"
+    console.info(f"best checkpoint ({where}): {scores}")
+    for line in lines:
+        console.info(line)
+    written = ["metrics.csv", "metrics.png", *files]
+    console.info(f"wrote {run_dir}/: {', '.join(written)}")
+
+
+def train(
+    spec: Spec,
+    out: Path | None = None,
+    *,
+    quiet: bool = False,
+    resume: Checkpoint | None = None,
+    callbacks: Sequence[Callback] = (),
+    console: Console | None = None,
+) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
-    in `out` from that checkpoint's position. Under torchrun, every rank calls this."""
+    in `out` from that checkpoint's position. `callbacks` run besides the spec's. Under torchrun, every rank
+    calls this."""
     runtime = resolve_runtime(spec.runtime)
     try:
-        return _train(spec, runtime, out, quiet, resume)
+        run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
+        display = console or Console(quiet, enabled=runtime.is_main)
+        for note in runtime.notes:
+            display.warn(note)
+        return Trainer(spec, runtime, run_dir, display, resume, callbacks).run()
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _model(spec: Spec, runtime: Runtime, data: DataBundle, resume: Checkpoint | None, console: Console) -> nn.Module:
-    """The model on its device: fresh, or with the checkpoint's weights and global RNG state."""
-    model = create_model(spec.model, data.info.n_out)
-    if resume is not None:
-        check_outputs(model, data.info.n_out, str(resume.path))
-        model.load_state_dict(resume.model_state)
-        # Nothing draws from the global generator between here and the next training batch, in the original
-        # run as in this one (loaders and augmentation have their own generators), so restoring it here
-        # gives the resumed run the dropout masks the original would have drawn.
-        resume.restore_rng()
-    if spec.model.sync_bn and runtime.distributed and runtime.device.type != "cuda":
-        console.warn("model.sync_bn needs CUDA devices: batch norm stays per process on the CPU")
-    return place_model(model, runtime, spec.model.sync_bn)
-
-
-def _normalizer(run: Run, resume: Checkpoint | None) -> Normalizer | None:
-    """The checkpoint's statistics when resuming (never re-measured), else what the spec asks for."""
-    if resume is not None:
-        stats = resume.meta.get("normalizer")
-        return Normalizer(tuple(stats["mean"]), tuple(stats["std"])) if stats else None
-    spec = run.spec
-    first_bs = spec.train.stages[0].bs or spec.data.bs
-    return resolve_normalizer(spec, lambda: stage_loaders(run.source, run.augment, stage_size(spec, 0), first_bs))
-
-
-def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: Checkpoint | None) -> Path:
-    run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
-    console = Console(quiet, enabled=runtime.is_main)
-    for note in runtime.notes:
-        console.warn(note)
-    # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
-    torch.manual_seed(spec.seed)
-    data = rank_zero_first(runtime, lambda: build_data(spec.data, quiet))
-    run = Run(
-        spec,
-        run_dir,
-        runtime,
-        console,
-        data,
-        _model(spec, runtime, data, resume, console),
-        build_loss(spec.train.loss, data.info.kind),
-        [build_metric(m) for m in spec.train.metrics],
-        BatchAugment(spec.augment, channels=spec.model.n_in),
-        scaler=runtime.grad_scaler(),
-    )
-    run.normalizer = _normalizer(run, resume)
-    run.augment = run.augment.with_normalizer(run.normalizer)
-    context = CallbackContext(run_dir, run.write, spec.runtime.log_every)
-    run.callbacks = CallbackList(build_callbacks(spec.callbacks, context))
-    if resume is not None:
-        run.callbacks.load_state_dict(resume.meta.get("callbacks", {}))
-    _prepare_folder(run, resume)
-    console.info(
-        f"run folder: {run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
-        f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
-    )
-    console.info(f"data mode: {run.source.mode} ({run.source.reason})")
-    position = Position(**resume.meta["position"]) if resume is not None else Position()
-    with InterruptFlag(spec.runtime.log_every) as interrupt:
-        for stage_index in range(position.stage, len(spec.train.stages)):
-            position = _stage(run, stage_index, position, resume if stage_index == position.stage else None, interrupt)
-    if runtime.distributed:
-        dist.barrier()
-    if runtime.is_main:
-        from imgcls.evaluate.report import final_report
-
-        final_report(run_dir, console)
-    return run_dir

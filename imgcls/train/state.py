@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imgcls.data.blocks import TargetInfo
+from imgcls.targets import Target
 from imgcls.train.losses import Loss
 from imgcls.train.runtime import Runtime
 from imgcls.train.schedule import Phase
@@ -68,7 +68,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     loss: Loss
     runtime: Runtime
-    info: TargetInfo
+    target: Target
     run_dir: Path
     phase: Phase
     phase_name: str
@@ -83,5 +83,7 @@ class TrainState:
     loss_factor: float = 1.0
     skip_step: bool = False
     stop: bool = False
+    # Set by a callback (the LR range test) whose phase has no validation: epochs end without a metrics row.
+    skip_validation: bool = False
     smooth: SmoothLoss = field(default_factory=SmoothLoss)
     metrics: dict[str, Any] = field(default_factory=dict)

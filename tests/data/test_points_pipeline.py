@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from imgcls.augment.pipeline import BatchAugment
-from imgcls.data.blocks import encode_targets
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.item_tfms import RandomResizedCrop, Resize
 from imgcls.data.splits import SplitIndices
 from imgcls.spec.data import AugmentSpec
+from imgcls.targets import TARGETS
 
 X, Y, W, H = 150.5, 60.5, 240, 160  # the dot's centre (pixel 150, row 60) in a 240x160 image
 
@@ -42,7 +42,7 @@ TRANSFORMS = {
 @pytest.mark.parametrize("train", [False, True])
 def test_dot_stays_under_its_label(image: Path, name: str, train: bool) -> None:
     split = SplitIndices(np.array([0]), np.array([0]))
-    targets = encode_targets("point", [[X, Y]], split)
+    targets = TARGETS.get("point").encode([[X, Y]], split.train, split.valid)
     dataset = ImageDataset([image], targets, np.array([0]), TRANSFORMS[name], train, seed=0)
     spec = AugmentSpec(max_rotate=20, max_zoom=1.3, max_warp=0.2, max_lighting=0, p_affine=1.0, pad_mode="zeros")
     augment = BatchAugment(spec, size=(64, 64))

@@ -14,10 +14,11 @@ import torch
 from safetensors import safe_open
 from trained_runs import run_cli, trained_run
 
-from imgcls.evaluate import export as export_module
-from imgcls.evaluate.export import ONNX_TOLERANCE, ExportResult, export_run, load_predictor
-from imgcls.evaluate.infer import predict_files
-from imgcls.evaluate.load import load_run, valid_loader, validation_data
+from imgcls.commands.export import run_export
+from imgcls.errors import ImgclsError
+from imgcls.evaluate.export import ONNX_TOLERANCE, ExportResult
+from imgcls.evaluate.load import load_run
+from imgcls.evaluate.predict import load_predictor, predict_files
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def classification_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(classification_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
-    return export_run(classification_run, out=tmp_path_factory.mktemp("export") / "tiny", quiet=True)
+    return run_export(classification_run, out=tmp_path_factory.mktemp("export") / "tiny", quiet=True)
 
 
 def test_export_writes_three_files_and_no_pickle(exported: ExportResult, classification_run: Path) -> None:
@@ -39,7 +40,7 @@ def test_export_writes_three_files_and_no_pickle(exported: ExportResult, classif
     assert keys == set(loaded.model.state_dict())
     config = json.loads((folder / "preprocess.json").read_text())
     assert config["format"] == "imgcls-export" and config["format_version"] == 1
-    assert config["target"] == {"kind": "category", "n_out": 5, "vocab": loaded.info.vocab, "n_points": 0}
+    assert config["target"] == {"kind": "category", "n_out": 5, "vocab": list(loaded.target.vocab), "n_points": 0}
     assert config["model"]["arch"] == "xresnet_tiny" and config["model"]["head"]["lin_ftrs"] == []
     assert config["item_transform"] == {"kind": "resize", "size": [40, 40], "method": "crop", "pad_mode": "reflection"}
     assert config["batch_resize"]["size"] == [32, 32] and config["normalize"] is None
@@ -55,7 +56,7 @@ def test_onnx_outputs_equal_pytorchs_on_validation_images(
     import onnxruntime
 
     loaded = load_run(classification_run)
-    loader = valid_loader(loaded, validation_data(loaded))
+    loader = loaded.pipeline.batches("valid")
     loader.set_epoch(0)
     images = torch.cat([b.images for b in loader])[:batch]
     session = onnxruntime.InferenceSession(str(exported.folder / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -70,7 +71,7 @@ def test_predict_from_the_export_folder_alone(
     exported: ExportResult, classification_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = load_run(classification_run)
-    data = validation_data(loaded)
+    data = loaded.pipeline.data
     files = [data.items.paths[int(i)] for i in data.split.valid]
     from_run = predict_files(load_predictor(classification_run), files)
     moved = Path(shutil.copytree(exported.folder, tmp_path / "elsewhere"))
@@ -78,7 +79,7 @@ def test_predict_from_the_export_folder_alone(
     def unavailable(*args: object, **kwargs: object) -> None:
         raise AssertionError("predict from an export must not read the run or its data")
 
-    monkeypatch.setattr(export_module, "load_run", unavailable)
+    monkeypatch.setattr("imgcls.evaluate.predict.load_run", unavailable)
     monkeypatch.setattr("imgcls.data.datablock.build_data", unavailable)
     from_export = predict_files(load_predictor(moved), files)
     assert np.stack([p.values for p in from_export]) == pytest.approx(np.stack([p.values for p in from_run]), abs=1e-5)
@@ -99,7 +100,7 @@ def test_export_command_without_onnx_for_a_point_model(
     assert config["model"]["y_range"] == [-1.0, 1.0] and config["target"]["n_points"] == 1
     assert config["item_transform"]["method"] == "pad" and config["batch_resize"]["min_scale"] == 0.8
     loaded = load_run(run)
-    data = validation_data(loaded)
+    data = loaded.pipeline.data
     files = [data.items.paths[int(i)] for i in data.split.valid]
     from_run = predict_files(load_predictor(run), files)
     from_export = predict_files(load_predictor(out), files)
@@ -117,13 +118,13 @@ def test_a_newer_export_format_is_refused(exported: ExportResult, tmp_path: Path
     config = json.loads((folder / "preprocess.json").read_text())
     config["format_version"] = 99
     (folder / "preprocess.json").write_text(json.dumps(config))
-    with pytest.raises(export_module.ImgclsError, match="export the run again"):
+    with pytest.raises(ImgclsError, match="export the run again"):
         load_predictor(folder)
 
 
 def test_exporting_again_without_onnx_removes_the_old_onnx_model(exported: ExportResult, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(exported.folder, tmp_path / "again"))
     run = Path(json.loads((folder / "preprocess.json").read_text())["source"]["run"])
-    export_run(run, out=folder, onnx=False, quiet=True)
+    run_export(run, out=folder, onnx=False, quiet=True)
     assert not (folder / "model.onnx").exists()
     assert "onnx" not in json.loads((folder / "preprocess.json").read_text())

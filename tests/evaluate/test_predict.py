@@ -14,12 +14,11 @@ import torch
 from conftest import write_image
 from trained_runs import run_cli, trained_run
 
-from imgcls.data.blocks import scale_points
-from imgcls.data.item_tfms import RandomResizedCrop, Resize
-from imgcls.evaluate.export import load_predictor
-from imgcls.evaluate.infer import find_images, item_to_source, predict_files, source_size
-from imgcls.evaluate.load import load_run, valid_loader, validation_data
-from imgcls.evaluate.passes import Pass, as_points, geometry_pass
+from imgcls.data.item_tfms import RandomResizedCrop, Resize, item_to_source
+from imgcls.evaluate.load import load_run
+from imgcls.evaluate.predict import find_images, load_predictor, predict_files, source_size
+from imgcls.targets.point import as_points, scale_points
+from imgcls.train.evaluation import Predictions, evaluate
 
 
 @pytest.mark.parametrize(
@@ -51,10 +50,10 @@ def classification_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return trained_run("category", tmp_path_factory)
 
 
-def _valid_files(run: Path) -> tuple[list[Path], Pass]:
+def _valid_files(run: Path) -> tuple[list[Path], Predictions]:
     loaded = load_run(run)
-    data = validation_data(loaded)
-    result = geometry_pass(loaded.model, valid_loader(loaded, data), loaded.runtime)
+    data = loaded.pipeline.data
+    result = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
     return [data.items.paths[int(i)] for i in result.indices], result
 
 
@@ -90,7 +89,7 @@ def test_a_folder_with_a_broken_file_is_predicted_and_the_file_listed(
     assert errors["a.jpg"] == "" and errors["b.JPG"] == ""
     assert "not an image" in errors["broken.jpg"] and "does not exist" in errors["missing.png"]
     assert "cannot read" in printed and "broken.jpg" in printed and "missing.png" in printed
-    vocab = load_run(classification_run).info.vocab
+    vocab = load_run(classification_run).target.vocab
     probs = torch.softmax(result.outputs[0], dim=-1)
     row = frame.iloc[0]
     assert row["pred_1"] == vocab[int(probs.argmax())] and float(row["prob_1"]) == pytest.approx(float(probs.max()))
@@ -122,7 +121,7 @@ def test_multilabel_predictions_use_the_runs_threshold_or_the_option(
 ) -> None:
     run = trained_run("multi_category", tmp_path_factory)
     files, result = _valid_files(run)
-    vocab = load_run(run).info.vocab
+    vocab = load_run(run).target.vocab
     out = tmp_path / "p.csv"
     assert run_cli("predict", str(run), *map(str, files), "--out", str(out), "--quiet") == 0
     frame = pd.read_csv(out, keep_default_na=False)
@@ -145,8 +144,8 @@ def test_point_targets_map_back_to_the_labels_in_original_pixels(point_run: Path
     """Validation targets went through the item window (pad to 40x56), the batch resize and the centre square
     crop (min_scale < 1); the inverse chain predict uses brings them back to the numbers in the label files."""
     loaded = load_run(point_run)
-    data = validation_data(loaded)
-    result = geometry_pass(loaded.model, valid_loader(loaded, data), loaded.runtime)
+    data = loaded.pipeline.data
+    result = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
     item_frame = result.geometry.to_input(result.targets).numpy()
     assert loaded.spec.augment.min_scale < 1 and not np.allclose(item_frame, result.targets.numpy(), atol=1e-2)
     for position, item in enumerate(result.indices.tolist()):
@@ -160,8 +159,8 @@ def test_point_targets_map_back_to_the_labels_in_original_pixels(point_run: Path
 
 def test_point_predictions_are_in_original_pixels(point_run: Path, tmp_path: Path) -> None:
     loaded = load_run(point_run)
-    data = validation_data(loaded)
-    result = geometry_pass(loaded.model, valid_loader(loaded, data), loaded.runtime)
+    data = loaded.pipeline.data
+    result = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
     files = [data.items.paths[int(i)] for i in result.indices]
     out = tmp_path / "points.csv"
     assert run_cli("predict", str(point_run), *map(str, files), "--out", str(out), "--quiet") == 0

@@ -13,9 +13,12 @@ import torch
 from trained_runs import copy_run, run_cli, trained_run
 
 from imgcls.errors import ImgclsError
-from imgcls.evaluate.load import load_run, valid_loader, validation_data
-from imgcls.evaluate.passes import between_frames, geometry_pass
-from imgcls.evaluate.tta import blend, evaluate_values, inverse_activation, tta
+from imgcls.evaluate.load import load_run
+from imgcls.evaluate.tta import augmented_pass, blend, evaluate_values, tta
+from imgcls.targets.category import Category
+from imgcls.targets.multi_category import MultiCategory
+from imgcls.targets.point import Point
+from imgcls.train.evaluation import evaluate
 from imgcls.train.losses import Loss
 
 
@@ -39,21 +42,20 @@ def test_losses_of_blended_values() -> None:
     # Classification: the NLL of the blended probability of the true class.
     probs = torch.tensor([[0.425, 0.575], [0.675, 0.325]])
     cross_entropy = Loss("cross_entropy")
-    logits = inverse_activation(cross_entropy, probs)
+    logits = Category(("a", "b")).inverse_activation(probs)
     assert torch.allclose(torch.softmax(logits, dim=-1), probs)
     losses = cross_entropy.per_item(logits, torch.tensor([1, 1]))
     assert torch.allclose(losses, -torch.log(torch.tensor([0.575, 0.325])))
     # Multi-label: binary cross-entropy of the blended label probabilities.
     labels = torch.tensor([[0.9, 0.2]])
     bce = Loss("bce_with_logits")
-    value = bce.per_item(inverse_activation(bce, labels), torch.tensor([[1.0, 0.0]]))
+    value = bce.per_item(MultiCategory(("a", "b")).inverse_activation(labels), torch.tensor([[1.0, 0.0]]))
     assert float(value) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2, rel=1e-5)
     # Points: the MSE of the blended coordinates (no activation).
     mse = Loss("mse")
     points = torch.tensor([[0.5, -0.5]])
-    assert float(mse.per_item(inverse_activation(mse, points), torch.tensor([[[0.25, -0.25]]]))) == pytest.approx(
-        0.0625
-    )
+    back = Point(1).inverse_activation(points)
+    assert float(mse.per_item(back, torch.tensor([[[0.25, -0.25]]]))) == pytest.approx(0.0625)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +66,12 @@ def classification_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_plain_column_is_the_runs_own_evaluation_and_tta_is_the_blend(classification_run: Path) -> None:
     loaded = load_run(classification_run)
     result = tta(loaded, n=2)
-    recorded = loaded.checkpoint.meta["metrics"]
+    recorded = loaded.checkpoint.record.metrics
     assert result.plain["valid_loss"] == pytest.approx(recorded["valid_loss"], abs=1e-5)
     assert result.plain["accuracy"] == pytest.approx(recorded["accuracy"])
     assert result.items == 10 and len(result.passes) == 2
-    expected = evaluate_values(loaded, result.tta_values, result.targets)
+    pipeline = loaded.pipeline
+    expected = evaluate_values(loaded.target, pipeline.loss, pipeline.metrics, result.tta_values, result.targets)
     assert result.tta == pytest.approx(expected)
     nll = -torch.log(result.tta_values[torch.arange(10), result.targets.long()]).mean()
     assert result.tta["valid_loss"] == pytest.approx(float(nll), rel=1e-5)
@@ -76,11 +79,8 @@ def test_plain_column_is_the_runs_own_evaluation_and_tta_is_the_blend(classifica
 
 def test_augmented_passes_differ_from_each_other_and_from_the_plain_pass(classification_run: Path) -> None:
     loaded = load_run(classification_run)
-    data = validation_data(loaded)
-    plain = geometry_pass(loaded.model, valid_loader(loaded, data), loaded.runtime)
-    first = geometry_pass(loaded.model, valid_loader(loaded, data, True, 1), loaded.runtime)
-    again = geometry_pass(loaded.model, valid_loader(loaded, data, True, 1), loaded.runtime)
-    second = geometry_pass(loaded.model, valid_loader(loaded, data, True, 2), loaded.runtime)
+    plain = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
+    first, again, second = augmented_pass(loaded, 1), augmented_pass(loaded, 1), augmented_pass(loaded, 2)
     assert torch.equal(first.outputs, again.outputs)  # seeded: the same pass twice is the same
     assert not torch.allclose(first.outputs, second.outputs)
     assert not torch.allclose(first.outputs, plain.outputs)
@@ -106,7 +106,7 @@ def test_tta_eval_command_prints_and_writes_both_columns(
 def test_multilabel_tta_matches_the_runs_metrics(tmp_path_factory: pytest.TempPathFactory) -> None:
     loaded = load_run(trained_run("multi_category", tmp_path_factory))
     result = tta(loaded, n=1, use_max=True)
-    recorded = loaded.checkpoint.meta["metrics"]
+    recorded = loaded.checkpoint.record.metrics
     assert result.plain["accuracy_multi"] == pytest.approx(recorded["accuracy_multi"])
     assert result.plain["f1_macro"] == pytest.approx(recorded["f1_macro"])
     assert result.plain["valid_loss"] == pytest.approx(recorded["valid_loss"], rel=1e-4)
@@ -122,20 +122,19 @@ def test_augmented_point_frames_map_back_onto_the_plain_frame(point_run: Path) -
     """The augmented pass's targets moved with its images; carried back they land on the plain targets. Model
     predictions are carried back by exactly this map."""
     loaded = load_run(point_run)
-    data = validation_data(loaded)
-    plain = geometry_pass(loaded.model, valid_loader(loaded, data), loaded.runtime)
+    plain = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
     for seed in (1, 2, 3):
-        loader = valid_loader(loaded, data, train_tfms=True, seed_offset=seed, item_train=False)
-        moved = geometry_pass(loaded.model, loader, loaded.runtime)
+        moved = augmented_pass(loaded, seed)
         assert not torch.allclose(moved.targets, plain.targets, atol=1e-2)  # the augmentation did move them
-        back = between_frames(moved.targets, moved.geometry, plain.geometry)
+        flat = moved.targets.reshape(len(moved), -1)
+        back = loaded.target.to_frame(flat, moved.geometry, plain.geometry).reshape(plain.targets.shape)
         assert torch.allclose(back, plain.targets, atol=1e-4)
 
 
 def test_point_tta_averages_in_the_plain_frame(point_run: Path) -> None:
     loaded = load_run(point_run)
     result = tta(loaded, n=2)
-    recorded = loaded.checkpoint.meta["metrics"]
+    recorded = loaded.checkpoint.record.metrics
     assert result.plain["rmse"] == pytest.approx(recorded["rmse"], rel=1e-5)
     assert result.tta["valid_loss"] == pytest.approx(
         float(((result.tta_values - result.targets.reshape(result.tta_values.shape)) ** 2).mean()), rel=1e-5
@@ -147,7 +146,7 @@ def test_point_tta_averages_in_the_plain_frame(point_run: Path) -> None:
 def test_regression_tta_matches_the_runs_metrics(tmp_path_factory: pytest.TempPathFactory) -> None:
     loaded = load_run(trained_run("regression", tmp_path_factory))
     result = tta(loaded, n=2)
-    recorded = loaded.checkpoint.meta["metrics"]
+    recorded = loaded.checkpoint.record.metrics
     assert result.plain["mae"] == pytest.approx(recorded["mae"], rel=1e-4)
     assert not torch.allclose(result.tta_values, result.plain_values)  # augmented passes moved the values
     assert result.tta["mae"] == pytest.approx(float((result.tta_values - result.targets).abs().mean()), rel=1e-5)

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from imgcls.augment.loader import DeviceBatch
-from imgcls.data.blocks import TargetInfo
 from imgcls.models.factory import create_model
 from imgcls.spec.train import FitOneCycleStage, HeadSpec, LossSpec, ModelSpec, TrainSpec
+from imgcls.targets.category import Category
 from imgcls.train.callbacks.base import Callback, CallbackList
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.losses import build_loss
@@ -47,9 +47,9 @@ def make_state(tmp_path: Path, epochs: int = 2, lr: float = 1e-3) -> TrainState:
     train = TrainSpec(stages=[FitOneCycleStage(schedule="fit_one_cycle")])
     optimizer = build_optimizer(model, model.param_groups(), train, phase)
     runtime = Runtime(torch.device("cpu"), "fp32", channels_last=False, compile=False)
-    info = TargetInfo("category", 3, ["a", "b", "c"])
+    target = Category(("a", "b", "c"))
     return TrainState(
-        model, optimizer, build_loss(LossSpec(), "category"), runtime, info, tmp_path, phase, phase.name, Position()
+        model, optimizer, build_loss(LossSpec(), target), runtime, target, tmp_path, phase, phase.name, Position()
     )
 
 

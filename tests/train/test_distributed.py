@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgcls.evaluate.load import load_run, valid_loader, validation_data
-from imgcls.evaluate.predict import compute_metrics, predict
+from imgcls.evaluate.load import load_run
 from imgcls.train.checkpoint import read_checkpoint
+from imgcls.train.evaluation import compute_metrics, evaluate
 
 SPEC = {
     "name": "ddp",
@@ -85,9 +85,9 @@ def test_training_loss_decreases(ddp_run: Path) -> None:
 
 def test_validation_metrics_equal_a_single_process_on_the_same_weights(ddp_run: Path) -> None:
     loaded = load_run(ddp_run, "last")
-    predictions = predict(loaded.model, valid_loader(loaded, validation_data(loaded)), loaded.loss, loaded.runtime)
+    predictions = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
     assert len(predictions) == 30 and predictions.indices.unique().numel() == 30  # every item once
-    single = compute_metrics(predictions, loaded.metrics)
+    single = compute_metrics(predictions, loaded.pipeline.loss, loaded.pipeline.metrics)
     last = _rows(ddp_run)[-1]
     assert single["valid_loss"] == pytest.approx(float(last["valid_loss"]), abs=1e-5)
     assert single["accuracy"] == pytest.approx(float(last["accuracy"]), abs=1e-9)
@@ -108,7 +108,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_metrics(ddp_run: Path, spec_file: 
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # no chance to save anything: the last checkpoint must do
     process.wait()
-    done = read_checkpoint(first).meta["position"]["epochs_done"]
+    done = read_checkpoint(first).record.position.epochs_done
     assert 1 <= done < 6, "the run was not killed in the middle"
     resumed = subprocess.run(
         _torchrun("train", "--resume", str(run), "--quiet"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from imgcls.spec.train import F1Spec, LossSpec, TopKSpec
+from imgcls.targets import TARGETS
 from imgcls.train.losses import build_loss
 from imgcls.train.metrics import accuracy, accuracy_multi, build_metric, f1_macro, mae, rmse
 
@@ -15,7 +16,7 @@ from imgcls.train.metrics import accuracy, accuracy_multi, build_metric, f1_macr
 def test_label_smoothing_against_fastais_formula() -> None:
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
     targets = torch.tensor([0, 1])
-    loss = build_loss(LossSpec(name="label_smoothing_cross_entropy", eps=0.1), "category")
+    loss = build_loss(LossSpec(name="label_smoothing_cross_entropy", eps=0.1), TARGETS.get("category"))
     log_p = torch.log_softmax(logits, dim=-1)
     # fastai: eps/C * mean_i sum_c -log p_ic + (1 - eps) * NLL
     expected = 0.1 / 3 * (-log_p.sum(dim=1)).mean() + 0.9 * torch.nn.functional.nll_loss(log_p, targets)
@@ -26,17 +27,17 @@ def test_cross_entropy_with_mixed_targets_equals_mixed_losses() -> None:
     logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
     a, b = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 3, 2, 1])
     lam = torch.tensor([0.9, 0.6, 0.5, 0.75])
-    loss = build_loss(LossSpec(), "category")
+    loss = build_loss(LossSpec(), TARGETS.get("category"))
     soft = lam[:, None] * torch.nn.functional.one_hot(a, 5) + (1 - lam[:, None]) * torch.nn.functional.one_hot(b, 5)
     mixed_losses = lam * loss.per_item(logits, a) + (1 - lam) * loss.per_item(logits, b)
     assert torch.allclose(loss.per_item(logits, soft.float()), mixed_losses, atol=1e-6)
 
 
 def test_default_losses_by_target() -> None:
-    assert build_loss(LossSpec(), "category").name == "cross_entropy"
-    assert build_loss(LossSpec(), "multi_category").name == "bce_with_logits"
-    assert build_loss(LossSpec(), "point").name == "mse"
-    points = build_loss(LossSpec(), "point")
+    assert build_loss(LossSpec(), TARGETS.get("category")).name == "cross_entropy"
+    assert build_loss(LossSpec(), TARGETS.get("multi_category")).name == "bce_with_logits"
+    assert build_loss(LossSpec(), TARGETS.get("point")).name == "mse"
+    points = build_loss(LossSpec(), TARGETS.get("point"))
     assert float(points(torch.zeros(2, 4), torch.ones(2, 2, 2))) == 1.0
 
 

@@ -22,6 +22,7 @@ from imgcls.augment.loader import DeviceBatch
 from imgcls.errors import TrainingError
 from imgcls.models.factory import create_body
 from imgcls.spec.load import spec_from_dict
+from imgcls.targets.regression import Regression
 from imgcls.train import lr_find as lr_find_module
 from imgcls.train.losses import Loss
 from imgcls.train.lr_find import (
@@ -29,7 +30,7 @@ from imgcls.train.lr_find import (
     exponential_lr,
     lr_find,
     minimum,
-    record_curve,
+    run_range_test,
     slide,
     steep,
     suggest,
@@ -37,6 +38,8 @@ from imgcls.train.lr_find import (
     valley,
 )
 from imgcls.train.runtime import Runtime
+from imgcls.train.schedule import Phase
+from imgcls.train.state import Position, TrainState
 
 LRS = [float(x) for x in 10 ** np.linspace(-7, 1, 40)]  # evenly spaced in log(lr)
 
@@ -137,7 +140,9 @@ CPU = Runtime(torch.device("cpu"), "fp32", False, False)
 def _record(batches: FakeBatches, **options: Any) -> Any:
     model = ConstantModel()
     optimizer = torch.optim.SGD([{"params": model.parameters(), "base_lr": 1.0}], lr=1.0, momentum=0.9)
-    curve = record_curve(model, optimizer, batches, Loss("mse"), CPU, LRFindOptions(**options))
+    phase = Phase("lr_find", 1, (1.0,), False, False)
+    state = TrainState(model, optimizer, Loss("mse"), CPU, Regression(1), Path("."), phase, "lr_find", Position())
+    curve = run_range_test(state, batches, LRFindOptions(**options), [])  # type: ignore[arg-type]
     return curve, optimizer
 
 
@@ -227,13 +232,13 @@ def test_a_fine_tune_from_a_weights_file_is_tested_frozen(tmp_path: Path, monkey
     raw["model"]["weights"] = str(weights)
     spec = spec_from_dict(raw)
     seen: list[dict[str, bool]] = []
-    original = lr_find_module.record_curve
+    original = lr_find_module.run_range_test
 
-    def spy(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        seen.append({name: p.requires_grad for name, p in model.named_parameters()})
-        return original(model, *args, **kwargs)
+    def spy(state: TrainState, *args: Any, **kwargs: Any) -> Any:
+        seen.append({name: p.requires_grad for name, p in state.model.named_parameters()})
+        return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(lr_find_module, "record_curve", spy)
+    monkeypatch.setattr(lr_find_module, "run_range_test", spy)
     frozen = lr_find(spec, LRFindOptions(num_it=12))
     unfrozen = lr_find(spec, LRFindOptions(num_it=12, unfrozen=True))
     assert frozen.frozen and not unfrozen.frozen
@@ -272,3 +277,25 @@ def test_lr_find_command_writes_the_curve_and_the_suggestions(
     expected = suggest(frame["lr"].tolist(), frame["loss"].tolist(), 30)
     assert summary["suggestions"]["valley"] == pytest.approx(expected[2].lr, rel=1e-6)
     assert (out / "lr_find.png").stat().st_size > 10_000
+
+
+def test_the_specs_training_callbacks_run_during_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastai runs its LR finder through the learner's own fit: MixUp stays on. Watching callbacks (save_best,
+    early_stopping) stay out, since nothing is validated or saved."""
+    from imgcls.train.callbacks.mix import MixUp
+
+    raw = tiny_spec("demo:folder@0.02")
+    plain = lr_find(spec_from_dict(raw), LRFindOptions(num_it=10))
+    raw["callbacks"] = ["mixup", {"name": "early_stopping", "patience": 1}]
+    calls: list[int] = []
+    original = MixUp.on_batch_start
+
+    def counted(self: MixUp, state: TrainState) -> None:
+        calls.append(state.position.batch)
+        original(self, state)
+
+    monkeypatch.setattr(MixUp, "on_batch_start", counted)
+    mixed = lr_find(spec_from_dict(raw), LRFindOptions(num_it=10))
+    assert mixed.callbacks == ["mixup"] and plain.callbacks == []
+    assert len(calls) == len(mixed.curve.lrs)  # once per recorded batch
+    assert mixed.curve.lrs == plain.curve.lrs and mixed.curve.losses != plain.curve.losses

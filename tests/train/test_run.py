@@ -20,6 +20,7 @@ from imgcls.train.callbacks.logging import SaveLast
 from imgcls.train.checkpoint import read_checkpoint, write_checkpoint
 from imgcls.train.folders import resume_run
 from imgcls.train.loop import InterruptFlag
+from imgcls.train.record import RunRecord, TargetRecord
 from imgcls.train.run import train
 
 DATA = "demo:folder@0.05"  # 5 classes x 15 images, every 5th for validation
@@ -74,9 +75,9 @@ def test_run_folder_explains_itself(finished: Path) -> None:
 
 def test_checkpoint_holds_everything_to_resume_or_predict(finished: Path) -> None:
     last = read_checkpoint(finished / "checkpoints" / "last.safetensors")
-    assert last.meta["target"]["vocab"] == ["circle", "cross", "ring", "square", "triangle"]
-    assert last.meta["position"]["epochs_done"] == 2 and last.meta["size"] == [32, 32]
-    assert spec_from_dict(last.meta["spec"]).name == "tiny"
+    assert last.record.target.vocab == ["circle", "cross", "ring", "square", "triangle"]
+    assert last.record.position.epochs_done == 2 and last.record.size == (32, 32)
+    assert spec_from_dict(last.record.spec).name == "tiny"
     assert last.optimizer_state() is not None and "rng.cpu" in last.rng
     assert any(k.endswith("running_mean") for k in last.model_state)
     best = read_checkpoint(finished / "checkpoints" / "best.safetensors")
@@ -103,7 +104,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
     with pytest.raises(TrainingInterrupted) as caught:
         train(_spec(), tmp_path / "run", quiet=True)
     assert caught.value.hint is not None and f"--resume {tmp_path / 'run'}" in caught.value.hint
-    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").meta["position"]["batch"] == 2
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").record.position.batch == 2
     monkeypatch.setattr(InterruptFlag, "check", original)
     spec, checkpoint = resume_run(tmp_path / "run", None)
     train(spec, tmp_path / "run", quiet=True, resume=checkpoint)
@@ -133,7 +134,8 @@ def test_resume_after_a_kill_between_the_csv_row_and_the_checkpoint(
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = torch.nn.Linear(2, 2)
     path = tmp_path / "last.safetensors"
-    write_checkpoint(path, model, {"position": 1})
+    record = RunRecord(kind="last", spec={}, target=TargetRecord(kind="category", n_out=2, vocab=["a", "b"]))
+    write_checkpoint(path, model, record.model_copy(update={"phase_name": "first"}))
 
     def torn(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
         Path(filename).write_bytes(b"half a checkpoint")
@@ -141,8 +143,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path, mo
 
     monkeypatch.setattr(checkpoint_module, "save_file", torn)
     with pytest.raises(OSError, match="disk full"):
-        write_checkpoint(path, model, {"position": 2})
-    assert read_checkpoint(path).meta["position"] == 1
+        write_checkpoint(path, model, record.model_copy(update={"phase_name": "second"}))
+    assert read_checkpoint(path).record.phase_name == "first"
 
 
 def test_checkpoints_are_never_unpickled(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.registry import Registry
+from imgcls.spec.schema import Spec
 from imgcls.spec.train import Callback as CallbackSpec
 from imgcls.train.callbacks.base import Callback, CallbackList
 from imgcls.train.callbacks.gradients import GradientAccumulation, GradientClip
@@ -19,11 +20,12 @@ from imgcls.train.state import TrainState
 
 @dataclass(frozen=True)
 class CallbackContext:
-    """What callbacks may need from the run: its folder, a checkpoint writer, the logging interval."""
+    """What callbacks may need from the run: its folder, a checkpoint writer, the logging interval, the spec."""
 
     run_dir: Path
     write: Callable[[str, TrainState], None]
     log_every: int
+    spec: Spec
 
 
 Builder = Callable[[Any, CallbackContext], Callback]

@@ -23,6 +23,9 @@ class Callback:
 
     name: ClassVar[str] = "callback"
     order: ClassVar[int] = 50
+    # True for callbacks that change what a training step computes (MixUp, accumulation, clipping): the LR range
+    # test keeps them, and leaves out the ones that only watch, log or save.
+    shapes_training: ClassVar[bool] = False
 
     def on_fit_start(self, state: TrainState) -> None:
         """Before the first epoch of a phase."""

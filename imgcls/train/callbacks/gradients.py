@@ -16,6 +16,7 @@ class GradientAccumulation(Callback):
 
     name = "gradient_accumulation"
     order = 30
+    shapes_training = True
 
     def __init__(self, n_acc: int = 32) -> None:
         self.n_acc = n_acc
@@ -41,6 +42,7 @@ class GradientClip(Callback):
 
     name = "gradient_clip"
     order = 40
+    shapes_training = True
 
     def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
         self.max_norm, self.norm_type = max_norm, norm_type

@@ -10,13 +10,6 @@ from imgcls.train.callbacks.base import Callback
 from imgcls.train.state import TrainState
 
 
-def soft_targets(state: TrainState) -> torch.Tensor:
-    """Class indices become one-hot rows; every other target is already a float tensor."""
-    if state.info.kind == "category" and state.yb.ndim == 1:
-        return torch.nn.functional.one_hot(state.yb.long(), state.info.n_out).float()
-    return state.yb.float()
-
-
 def _blend(targets: torch.Tensor, permutation: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     shape = (-1,) + (1,) * (targets.ndim - 1)
     return torch.lerp(targets[permutation], targets, lam.view(shape))
@@ -27,6 +20,7 @@ class MixUp(Callback):
 
     name = "mixup"
     order = 20
+    shapes_training = True
 
     def __init__(self, alpha: float = 0.4) -> None:
         self.alpha = alpha
@@ -38,7 +32,7 @@ class MixUp(Callback):
         lam = torch.as_tensor(np.maximum(lam_np, 1 - lam_np), dtype=torch.float32).to(state.xb.device)
         permutation = torch.as_tensor(rng.permutation(n)).to(state.xb.device)
         state.xb = torch.lerp(state.xb[permutation], state.xb, lam.view(-1, 1, 1, 1).to(state.xb.dtype))
-        state.yb = _blend(soft_targets(state), permutation, lam)
+        state.yb = _blend(state.target.soft_targets(state.yb), permutation, lam)
 
 
 class CutMix(Callback):
@@ -47,6 +41,7 @@ class CutMix(Callback):
 
     name = "cutmix"
     order = 20
+    shapes_training = True
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha
@@ -65,4 +60,6 @@ class CutMix(Callback):
         mixed[:, :, y0:y1, x0:x1] = state.xb[permutation][:, :, y0:y1, x0:x1]
         state.xb = mixed
         kept = 1.0 - (x1 - x0) * (y1 - y0) / (width * height)
-        state.yb = _blend(soft_targets(state), permutation, torch.full((n,), kept, device=state.xb.device))
+        state.yb = _blend(
+            state.target.soft_targets(state.yb), permutation, torch.full((n,), kept, device=state.xb.device)
+        )

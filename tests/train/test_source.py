@@ -13,17 +13,15 @@ import pytest
 import torch
 from conftest import tiny_spec, write_image
 
-from imgcls.augment.pipeline import BatchAugment
 from imgcls.data.cache import PresizeCache
 from imgcls.data.datablock import build_data
 from imgcls.data.item_tfms import Resize
-from imgcls.evaluate.predict import compute_metrics, predict
 from imgcls.models.factory import create_model
 from imgcls.spec.load import spec_from_dict
-from imgcls.train.losses import build_loss
-from imgcls.train.metrics import build_metric
+from imgcls.train.builder import Pipeline
+from imgcls.train.evaluation import compute_metrics, evaluate
 from imgcls.train.runtime import resolve_runtime
-from imgcls.train.setup import DataSource, resolve_mode, stage_loaders
+from imgcls.train.source import resolve_mode
 
 
 def _spec(tmp_path: Path, mode: str, **data: Any) -> Any:
@@ -39,12 +37,11 @@ def test_same_validation_metrics_through_every_mode(tmp_path: Path, method: str)
     results = []
     for mode in ("stream", "cache", "cache", "resident"):  # the second cache pass reads what the first wrote
         spec = _spec(tmp_path, mode, item_tfm={"kind": "resize", "size": 40, "method": method})
-        runtime = resolve_runtime(spec.runtime)
-        source = DataSource(spec, build_data(spec.data), runtime)
-        assert source.mode == mode
-        loaders = stage_loaders(source, BatchAugment(spec.augment), (32, 32), 8)
-        predictions = predict(model, loaders.valid, build_loss(spec.train.loss, "category"), runtime)
-        results.append((predictions, compute_metrics(predictions, [build_metric(m) for m in spec.train.metrics])))
+        pipeline = Pipeline(spec, resolve_runtime(spec.runtime))
+        assert pipeline.source.mode == mode
+        loaders = pipeline.stage_loaders(0)
+        predictions = evaluate(model, loaders.valid, pipeline.runtime)
+        results.append((predictions, compute_metrics(predictions, pipeline.loss, pipeline.metrics)))
     for predictions, metrics in results[1:]:
         assert torch.equal(predictions.outputs, results[0][0].outputs)
         assert metrics == results[0][1]

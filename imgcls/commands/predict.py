@@ -1,0 +1,64 @@
+"""`imgcls predict`: predictions for every image under the inputs, written to a CSV file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from imgcls.errors import DataError
+from imgcls.evaluate.predict import (
+    BATCH_SIZE,
+    TOP_K,
+    FilePrediction,
+    Predictor,
+    find_images,
+    load_predictor,
+    predict_files,
+    prediction_frame,
+)
+from imgcls.report.console import Console
+from imgcls.spec.data import IMAGE_EXTENSIONS
+
+
+def run_predict(
+    source: Path,
+    inputs: Sequence[Path],
+    out: Path,
+    which: str = "best",
+    top_k: int = TOP_K,
+    thresh: float | None = None,
+    bs: int = BATCH_SIZE,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    console = Console(quiet)
+    if top_k < 1 or bs < 1:
+        raise DataError(f"--top-k and --bs must be at least 1, got {top_k} and {bs}")
+    predictor = load_predictor(source, which)
+    files = find_images(inputs)
+    if not files:
+        raise DataError(
+            f"no image files under {', '.join(str(p) for p in inputs)}",
+            hint=f"give image files or folders holding {', '.join(IMAGE_EXTENSIONS)} files",
+        )
+    console.info(f"predicting {len(files)} file(s) with {predictor.source}")
+    predictions = predict_files(predictor, files, bs, console)
+    frame = prediction_frame(predictor, predictions, top_k, thresh)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False, float_format="%.6g")
+    failed = [p for p in predictions if p.error is not None]
+    _show(console, predictor, frame, failed)
+    console.info(f"wrote {out}: {len(files) - len(failed)} prediction(s), {len(failed)} unreadable file(s)")
+    return frame
+
+
+def _show(console: Console, predictor: Predictor, frame: pd.DataFrame, failed: list[FilePrediction]) -> None:
+    """The first rows, in words, and every unreadable file."""
+    shown = frame[frame["error"] == ""].head(10)
+    for _, row in shown.iterrows():
+        console.info(f"  {row['file']}  {predictor.target.prediction_text(row.to_dict())}")
+    if len(frame) > len(shown) + len(failed):
+        console.info(f"  ... ({len(frame) - len(failed)} in all)")
+    for record in failed:
+        console.warn(f"cannot read {record.file}: {record.error}")

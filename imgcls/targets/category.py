@@ -1,0 +1,236 @@
+"""Single-label classification: one class per image, softmax over the vocab (fastai's CategoryBlock)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from imgcls.errors import DataError
+from imgcls.report.plots import image_grid, plot_confusion
+from imgcls.targets.base import (
+    EncodedTargets,
+    ReportContext,
+    VocabTarget,
+    grid_columns,
+    top_losses,
+    unknown_labels_error,
+)
+
+_LOG_FLOOR = torch.finfo(torch.float32).tiny  # log(0) would give -inf losses for a blended probability of 0
+
+
+def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """counts[actual, predicted]."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (actual, predicted), 1)
+    return matrix
+
+
+def most_confused(matrix: np.ndarray, vocab: Sequence[str], min_val: int = 1) -> list[tuple[str, str, int]]:
+    """Off-diagonal (actual, predicted, count) with count >= min_val, most frequent first (ties by name)."""
+    pairs = [
+        (vocab[i], vocab[j], int(matrix[i, j]))
+        for i in range(len(vocab))
+        for j in range(len(vocab))
+        if i != j and matrix[i, j] >= min_val
+    ]
+    return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))
+
+
+def per_class_report(matrix: np.ndarray, vocab: Sequence[str]) -> pd.DataFrame:
+    """precision, recall, F1 and support per class (0 where undefined, as sklearn's zero_division=0)."""
+    true_pos = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    support = matrix.sum(axis=1).astype(float)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
+    columns = {"class": list(vocab), "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
+    report: pd.DataFrame = pd.DataFrame(columns)
+    return report
+
+
+def normalized_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (rows with no item stay 0): the share of each actual class per prediction."""
+    totals = matrix.sum(axis=1, keepdims=True).astype(float)
+    shares: np.ndarray = np.divide(matrix.astype(float), totals, out=np.zeros(matrix.shape), where=totals > 0)
+    return shares
+
+
+@dataclass(frozen=True, eq=False)
+class Category(VocabTarget):
+    """The vocab is the sorted set of training labels."""
+
+    kind = "category"
+    default_loss = "cross_entropy"
+    losses = ("cross_entropy", "label_smoothing_cross_entropy")
+    metrics = ("accuracy", "error_rate", "top_k_accuracy", "f1_macro")
+    activation_name = "softmax"
+
+    @classmethod
+    def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
+        if any(isinstance(label, list | tuple | np.ndarray) for label in labels):
+            raise DataError(
+                "labels are lists, but the target block is 'category'",
+                hint="use blocks: [image, multi_category] for several labels per image",
+            )
+        text = [str(label) for label in labels]
+        vocab = sorted({text[i] for i in train})
+        lookup = {label: index for index, label in enumerate(vocab)}
+        unknown = Counter(text[i] for i in valid if text[i] not in lookup)
+        if unknown:
+            raise unknown_labels_error(unknown, vocab)
+        if len(vocab) < 2:
+            raise DataError(f"only one class in the training set ('{vocab[0]}'); a classifier needs at least two")
+        values = np.array([lookup.get(label, -1) for label in text], dtype=np.int64)
+        return EncodedTargets(cls(tuple(vocab)), values)
+
+    def class_counts(self, values: np.ndarray) -> dict[str, int]:
+        counts = Counter(int(v) for v in values)
+        return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
+
+    def describe(self) -> str:
+        return f"{self.n_out} classes: {', '.join(self.classes)}"
+
+    def label_text(self, value: np.ndarray | torch.Tensor) -> str:
+        return self.classes[int(value)]
+
+    def soft_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == 1:
+            return torch.nn.functional.one_hot(targets.long(), self.n_out).float()
+        return targets.float()
+
+    def activation(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(outputs.float(), dim=-1)
+
+    def inverse_activation(self, values: torch.Tensor) -> torch.Tensor:
+        # log p activates back to p when p sums to 1 (softmax is shift-invariant)
+        return torch.log(values.clamp(min=_LOG_FLOOR))
+
+    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
+        decided: np.ndarray = values.argmax(axis=-1)
+        return decided
+
+    def prediction_columns(self, top_k: int) -> list[str]:
+        columns = []
+        for rank in range(1, min(top_k, self.n_out) + 1):
+            columns += [f"pred_{rank}", f"prob_{rank}"]
+        return columns
+
+    def prediction_row(
+        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+    ) -> dict[str, object]:
+        row: dict[str, object] = {}
+        order = np.argsort(-values, kind="stable")[: min(top_k, self.n_out)]
+        for rank, index in enumerate(order, start=1):
+            row[f"pred_{rank}"], row[f"prob_{rank}"] = self.classes[index], float(values[index])
+        return row
+
+    def prediction_text(self, row: dict[str, Any]) -> str:
+        ranks = [r for r in range(1, 4) if f"pred_{r}" in row]
+        return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+
+    # --- reports -----------------------------------------------------------------------------------------
+
+    def _matrix(self, ctx: ReportContext) -> np.ndarray:
+        evaluated = ctx.evaluated
+        return confusion_matrix(evaluated.targets.long().numpy(), evaluated.outputs.argmax(dim=-1).numpy(), self.n_out)
+
+    def _write_confusion(self, ctx: ReportContext, matrix: np.ndarray) -> list[tuple[str, str, int]]:
+        vocab = list(self.classes)
+        frame = pd.DataFrame(matrix, index=pd.Index(vocab, name="actual"), columns=vocab)
+        frame.to_csv(ctx.folder / "confusion_matrix.csv")
+        plot_confusion(matrix, vocab, ctx.folder / "confusion_matrix.png")
+        plot_confusion(matrix, vocab, ctx.folder / "confusion_matrix_normalized.png", normalize=True)
+        pairs = most_confused(matrix, vocab, ctx.min_count)
+        pd.DataFrame(pairs, columns=["actual", "predicted", "count"]).to_csv(
+            ctx.folder / "most_confused.csv", index=False
+        )
+        return pairs
+
+    def training_report(self, ctx: ReportContext) -> tuple[list[str], list[str]]:
+        matrix = self._matrix(ctx)
+        pairs = self._write_confusion(ctx, matrix)
+        right = int(np.trace(matrix))
+        lines = [f"accuracy {right / max(int(matrix.sum()), 1):.4f} ({right} of {int(matrix.sum())} right)"]
+        if pairs:
+            shown = "; ".join(f"{a} -> {p} ({n})" for a, p, n in pairs[:5])
+            lines.append(f"most confused (actual -> predicted): {shown}")
+        else:
+            lines.append("no class confused with another")
+        return lines, ["confusion_matrix.csv/.png", "confusion_matrix_normalized.png", "most_confused.csv"]
+
+    def interpret(self, ctx: ReportContext) -> list[str]:
+        console, min_count = ctx.console, ctx.min_count
+        matrix = self._matrix(ctx)
+        pairs = self._write_confusion(ctx, matrix)
+        vocab = list(self.classes)
+        normalized = pd.DataFrame(normalized_rows(matrix), index=pd.Index(vocab, name="actual"), columns=vocab)
+        normalized.to_csv(ctx.folder / "confusion_matrix_normalized.csv", float_format="%.4f")
+        report = per_class_report(matrix, vocab)
+        report.to_csv(ctx.folder / "per_class.csv", index=False, float_format="%.4f")
+        total = max(int(matrix.sum()), 1)
+        wrong = int(matrix.sum() - np.trace(matrix))
+        console.info(f"accuracy {np.trace(matrix) / total:.4f}: {wrong} of {matrix.sum()} wrong")
+        majority = int(matrix.sum(axis=1).argmax())
+        console.info(
+            f"baseline: always '{vocab[majority]}' (the most frequent validation class) scores "
+            f"{matrix.sum(axis=1)[majority] / total:.4f}; chance over {self.n_out} classes {1 / self.n_out:.4f}"
+        )
+        if pairs:
+            console.info(f"most confused (actual -> predicted, at least {min_count}):")
+            for actual_name, predicted_name, count in pairs[:10]:
+                console.info(f"  {actual_name} -> {predicted_name}: {count}")
+        else:
+            console.info(f"no pair of classes confused at least {min_count} time(s)")
+        console.info(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+        shown = report.sort_values("f1", kind="stable").head(20)
+        for _, row in shown.sort_index().iterrows():
+            name = str(row["class"])
+            console.info(
+                f"{name:<20}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>9d}"
+            )
+        if len(report) > len(shown):
+            console.info(f"  (the {len(shown)} classes with the lowest F1; all {len(report)} in per_class.csv)")
+        self._top_losses(ctx)
+        return [
+            "confusion_matrix.csv/.png",
+            "confusion_matrix_normalized.csv/.png",
+            "most_confused.csv",
+            "per_class.csv",
+            "top_losses.csv/.png",
+        ]
+
+    def _top_losses(self, ctx: ReportContext) -> None:
+        evaluated = ctx.evaluated
+        probs = self.activation(evaluated.outputs)
+        chosen = top_losses(evaluated.losses, ctx.k).tolist()
+        rows, titles = [], []
+        for position in chosen:
+            predicted = int(probs[position].argmax())
+            actual = self.classes[int(evaluated.targets[position])]
+            loss, probability = float(evaluated.losses[position]), float(probs[position, predicted])
+            rows.append((evaluated.names[position], self.classes[predicted], actual, loss, probability))
+            titles.append(f"{self.classes[predicted]}/{actual} / {loss:.2f} / {probability:.2f}")
+        frame = pd.DataFrame(rows, columns=["item", "predicted", "actual", "loss", "probability"])
+        frame.to_csv(ctx.folder / "top_losses.csv", index=False, float_format="%.4f")
+        if not chosen:
+            return
+        images = evaluated.images(chosen)
+        image_grid(
+            images,
+            titles,
+            ctx.folder / "top_losses.png",
+            ncols=grid_columns(len(images)),
+            suptitle="Prediction/Actual/Loss/Probability",
+        )
+        ctx.console.info(f"top {len(rows)} losses (prediction/actual, loss, probability of the prediction):")
+        for item, predicted_name, actual_name, loss, probability in rows:
+            ctx.console.info(f"  {item}: {predicted_name}/{actual_name}, {loss:.2f}, {probability:.2f}")

@@ -1,0 +1,216 @@
+"""Multi-label classification: any number of labels per image, one sigmoid each (fastai's MultiCategoryBlock)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from imgcls.errors import DataError
+from imgcls.report.plots import image_grid, plot_threshold_sweep
+from imgcls.targets.base import (
+    EncodedTargets,
+    ReportContext,
+    VocabTarget,
+    grid_columns,
+    top_losses,
+    unknown_labels_error,
+)
+
+THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
+_LOGIT_EPS = 1e-7  # keeps logit(p) finite for p = 0 or 1
+
+
+def multilabel_report(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str], thresh: float) -> pd.DataFrame:
+    """Per label at `thresh` (probabilities > thresh): precision, recall, F1, accuracy (share of items decided
+    right), support (items with the label) and how many items were predicted to have it."""
+    predicted = probs > thresh
+    actual = targets > 0.5
+    true_pos = (predicted & actual).sum(axis=0).astype(float)
+    n_predicted = predicted.sum(axis=0).astype(float)
+    support = actual.sum(axis=0).astype(float)
+    precision = np.divide(true_pos, n_predicted, out=np.zeros_like(true_pos), where=n_predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
+    accuracy = (predicted == actual).mean(axis=0)
+    columns = {
+        "label": list(vocab),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": accuracy,
+        "support": support.astype(int),
+        "predicted": n_predicted.astype(int),
+    }
+    report: pd.DataFrame = pd.DataFrame(columns)
+    return report
+
+
+def threshold_sweep(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """accuracy_multi (share of (item, label) cells decided right) at each threshold on the probabilities."""
+    actual = targets > 0.5
+    return np.array([float(((probs > t) == actual).mean()) for t in thresholds])
+
+
+@dataclass(frozen=True, eq=False)
+class MultiCategory(VocabTarget):
+    """The vocab is the sorted set of labels of the training items; an image may have none."""
+
+    kind = "multi_category"
+    default_loss = "bce_with_logits"
+    losses = ("bce_with_logits",)
+    metrics = ("accuracy_multi", "f1_macro")
+    activation_name = "sigmoid"
+
+    @classmethod
+    def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
+        if any(isinstance(label, str) for label in labels):
+            raise DataError(
+                "labels are single strings, but the target block is 'multi_category'",
+                hint="split them into lists: for a CSV column set data.labels.delimiter (e.g. ' ')",
+            )
+        lists = [[str(x) for x in label] for label in labels]
+        vocab = sorted({x for i in train for x in lists[i]})
+        lookup = {label: index for index, label in enumerate(vocab)}
+        unknown = Counter(x for i in valid for x in lists[i] if x not in lookup)
+        if unknown:
+            raise unknown_labels_error(unknown, vocab)
+        values = np.zeros((len(lists), len(vocab)), dtype=np.float32)
+        for row, label_list in enumerate(lists):
+            for label in label_list:
+                if label in lookup:
+                    values[row, lookup[label]] = 1.0
+        return EncodedTargets(cls(tuple(vocab)), values)
+
+    def class_counts(self, values: np.ndarray) -> dict[str, int]:
+        sums = values.sum(axis=0) if len(values) else np.zeros(self.n_out)
+        return {name: int(sums[i]) for i, name in enumerate(self.classes)}
+
+    def describe(self) -> str:
+        return f"{self.n_out} labels (any number per image): {', '.join(self.classes)}"
+
+    def label_text(self, value: np.ndarray | torch.Tensor) -> str:
+        on = np.flatnonzero(np.asarray(value) > 0.5).tolist()
+        return " ".join(self.classes[i] for i in on) or "(none)"
+
+    def activation(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(outputs.float())
+
+    def inverse_activation(self, values: torch.Tensor) -> torch.Tensor:
+        clamped = values.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)
+        return torch.log(clamped / (1 - clamped))
+
+    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
+        return (values > thresh).astype(np.int64)
+
+    def prediction_columns(self, top_k: int) -> list[str]:
+        return ["labels", *(f"prob_{label}" for label in self.classes)]
+
+    def prediction_row(
+        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+    ) -> dict[str, object]:
+        row: dict[str, object] = {
+            "labels": " ".join(label for label, p in zip(self.classes, values, strict=True) if p > thresh)
+        }
+        row.update({f"prob_{label}": float(p) for label, p in zip(self.classes, values, strict=True)})
+        return row
+
+    def prediction_text(self, row: dict[str, Any]) -> str:
+        return str(row.get("labels") or "") or "(no label above the threshold)"
+
+    # --- reports -----------------------------------------------------------------------------------------
+
+    def _sweep(self, ctx: ReportContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        evaluated = ctx.evaluated
+        probs = self.activation(evaluated.outputs).numpy()
+        targets = evaluated.targets.numpy()
+        accuracies = threshold_sweep(probs, targets)
+        at_run = float(((probs > evaluated.thresh) == (targets > 0.5)).mean())
+        return probs, targets, accuracies, at_run
+
+    def _baselines(self, targets: np.ndarray) -> str:
+        positive = float((targets > 0.5).mean())
+        return f"all-negative {1 - positive:.4f}, all-positive {positive:.4f}"
+
+    def training_report(self, ctx: ReportContext) -> tuple[list[str], list[str]]:
+        _, targets, accuracies, at_run = self._sweep(ctx)
+        best = int(accuracies.argmax())
+        thresh = ctx.evaluated.thresh
+        lines = [f"accuracy_multi {at_run:.4f} at the run's threshold {thresh:.2f} ({self._baselines(targets)})"]
+        if accuracies[best] > at_run + 1e-9:
+            lines.append(
+                f"best threshold {THRESHOLDS[best]:.3f}: accuracy_multi {accuracies[best]:.4f} "
+                f"({accuracies[best] - at_run:+.4f}); `imgcls interpret RUN` sweeps it per label"
+            )
+        else:
+            lines.append(f"no threshold of the sweep does better than the run's {thresh:.2f}")
+        return lines, []
+
+    def interpret(self, ctx: ReportContext) -> list[str]:
+        console, thresh = ctx.console, ctx.evaluated.thresh
+        probs, targets, accuracies, at_run = self._sweep(ctx)
+        report = multilabel_report(probs, targets, self.classes, thresh)
+        report.to_csv(ctx.folder / "per_label.csv", index=False, float_format="%.4f")
+        sweep = pd.DataFrame({"threshold": THRESHOLDS, "accuracy_multi": accuracies})
+        sweep.to_csv(ctx.folder / "threshold_sweep.csv", index=False, float_format="%.4f")
+        plot_threshold_sweep(THRESHOLDS, accuracies, thresh, ctx.folder / "threshold_sweep.png")
+        best = int(accuracies.argmax())
+        console.info(f"accuracy_multi at the run's threshold {thresh:.2f}: {at_run:.4f}")
+        console.info(f"baselines: {self._baselines(targets)}")
+        swept = f"{THRESHOLDS[0]:.2f}..{THRESHOLDS[-1]:.2f} in {len(THRESHOLDS)} steps"
+        if accuracies[best] > at_run + 1e-9:
+            console.info(
+                f"best threshold {THRESHOLDS[best]:.3f}: accuracy_multi {accuracies[best]:.4f} "
+                f"({accuracies[best] - at_run:+.4f}; swept {swept}); use it with "
+                f"`imgcls predict --thresh {THRESHOLDS[best]:.3f}` or train.thresh"
+            )
+        else:
+            console.info(
+                f"no threshold does better than the run's (swept {swept}; best {THRESHOLDS[best]:.3f}: "
+                f"{accuracies[best]:.4f})"
+            )
+        console.info(f"per label at {thresh:.2f}:")
+        console.info(f"{'label':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'accuracy':>10}{'support':>9}")
+        for _, row in report.iterrows():
+            console.info(
+                f"{row['label']!s:<20}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
+                f"{row['accuracy']:>10.4f}{row['support']:>9d}"
+            )
+        self._top_losses(ctx, probs)
+        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png"]
+
+    def _top_losses(self, ctx: ReportContext, probs: np.ndarray) -> None:
+        evaluated, thresh = ctx.evaluated, ctx.evaluated.thresh
+        chosen = top_losses(evaluated.losses, ctx.k).tolist()
+
+        def named(row: np.ndarray, cut: float) -> str:
+            return " ".join(v for v, p in zip(self.classes, row, strict=True) if p > cut) or "-"
+
+        rows = [
+            (
+                evaluated.names[p],
+                named(probs[p], thresh),
+                named(evaluated.targets[p].numpy(), 0.5),
+                float(evaluated.losses[p]),
+            )
+            for p in chosen
+        ]
+        pd.DataFrame(rows, columns=["item", "predicted", "actual", "loss"]).to_csv(
+            ctx.folder / "top_losses.csv", index=False, float_format="%.4f"
+        )
+        if chosen:
+            images = evaluated.images(chosen)
+            titles = [f"{predicted}\n{actual}\n{loss:.3f}" for _, predicted, actual, loss in rows]
+            image_grid(
+                images,
+                titles,
+                ctx.folder / "top_losses.png",
+                ncols=grid_columns(len(images)),
+                suptitle="Prediction/Actual/Loss",
+            )

@@ -1,0 +1,1 @@
+"""Training: the one loop, its callbacks, the builder, checkpoints and the run record."""
