@@ -109,7 +109,8 @@ def valid_loader(
     item_train: bool | None = None,
 ) -> DeviceLoader:
     """Validation items in order; `train_tfms` applies the training item and batch transforms (TTA), or only the
-    training batch transforms with `item_train=False` (TTA of point models: the item frame stays the plain one)."""
+    training batch transforms with `item_train=False` (TTA of point models: the item frame stays the plain one).
+    TTA's transforms leave out the training-only policy and random erasing."""
     spec = loaded.spec
     item_train = train_tfms if item_train is None else item_train
     dataset = data.dataset(train=False, seed=spec.seed + seed_offset, randomized=item_train)
@@ -118,7 +119,7 @@ def valid_loader(
     return DeviceLoader(
         loader,
         sampler,
-        loaded.augment,
+        loaded.augment.for_tta() if train_tfms else loaded.augment,
         loaded.runtime.device,
         train=train_tfms,
         seed=spec.seed + seed_offset,

@@ -115,7 +115,18 @@ def _trace_batch(console: Console, spec: Spec, data: DataBundle, bs: int) -> Non
     points = batch.targets if batch.targets.ndim == 3 else None
     x, moved = augment(batch.images, points, train=True, generator=generator)
     console.info(f"  batch augment    {describe_tensor(x)} (one fused resample to {tuple(x.shape[2:])}, lighting)")
+    policy, erasing = spec.augment.policy, spec.augment.erasing
+    if policy is not None:
+        ops = f"{policy.n} ops at magnitude {policy.magnitude}/30" if policy.kind == "rand_augment" else "1 op"
+        console.info(
+            f"  policy           {policy.kind}: {ops} per image (geometric ops in the resample, colour ops after it)"
+        )
     console.info(f"  normalize        {how}")
+    if erasing is not None:
+        console.info(
+            f"  random erasing   p {erasing.p:g}, 1..{erasing.max_count} rectangle(s) per image, "
+            f"{erasing.mode} fill, after normalization"
+        )
     if moved is not None:
         console.info(f"  points moved     {describe_tensor(moved)}")
 

@@ -87,6 +87,26 @@ def test_augmented_passes_differ_from_each_other_and_from_the_plain_pass(classif
     assert not torch.equal(first.geometry.matrices, second.geometry.matrices)
 
 
+def test_tta_passes_leave_out_the_policy_and_random_erasing(classification_run: Path) -> None:
+    """Augmented passes of a run trained with augment.policy and augment.erasing see exactly the views of a run
+    trained without them: the regularizers are for training batches only."""
+    import dataclasses
+
+    loaded = load_run(classification_run)
+    extra = {"policy": {"kind": "trivial_augment"}, "erasing": {"p": 1.0, "mode": "const"}}
+    augment = loaded.spec.augment.model_validate({**loaded.spec.augment.model_dump(), **extra})
+    regularized = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"augment": augment}))
+    data = validation_data(loaded)
+    for plain, tta_batch in zip(
+        valid_loader(loaded, data, True, 1), valid_loader(regularized, data, True, 1), strict=True
+    ):
+        assert torch.equal(plain.images, tta_batch.images)
+    images = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    trained, _ = regularized.augment(images, train=True, generator=torch.Generator().manual_seed(0))
+    without, _ = loaded.augment(images, train=True, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(trained, without)  # the spec does regularize its training batches
+
+
 def test_tta_eval_command_prints_and_writes_both_columns(
     classification_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
