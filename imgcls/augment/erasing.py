@@ -78,7 +78,7 @@ def rectangle_from_uniforms(
     aspect = torch.exp(log_low + tries[..., 1] * (log_high - log_low))
     rows, cols = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
     fits = (rows < height) & (cols < width)
-    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
+    first = fits.float().argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
     rows, cols = rows.gather(1, first).squeeze(1), cols.gather(1, first).squeeze(1)
     # A uniform position among the (side - rectangle + 1) that keep it inside (timm's randint, inclusive end).
     top = torch.minimum((u[:, -2] * (height - rows + 1)).floor(), height - rows).clamp(min=0)

@@ -14,9 +14,9 @@ equalize. Magnitudes come in 31 bins b = 0..30:
     solarize                  threshold 1 - b / 30 (inverts x >= it)        the same
     autocontrast, equalize    no magnitude                                  no magnitude
 
-The first seven ops (shear, translate, rotate, and the four factors as 1 - m instead of 1 + m) are signed: the
-magnitude is negated with probability 1/2. Sizes in pixels are those of the output frame (the final size), as
-the policy would see the batch-sized image in a torchvision pipeline.
+The nine ops from shear_x to sharpness are signed: their magnitude is negated with probability 1/2 (a factor
+becomes 1 - m). Pixel sizes are those of the output frame (the final size): the image a policy sees when it
+follows the resize in a torchvision pipeline.
 
 The geometric ops become matrices in the output frame that geometry.py folds into each image's affine map, so
 an image is still resampled once and point targets follow exactly. The colour ops run on [0, 1] floats after
