@@ -285,7 +285,8 @@ class TrivialAugmentPolicy(StrictModel):
 
 
 class RandAugmentPolicy(StrictModel):
-    """torchvision's RandAugment (timm's rand-m9-n2): per image, n ops in turn, each at bin `magnitude` of 31."""
+    """torchvision's RandAugment: per image, n ops in turn, each at bin `magnitude` of 31 (timm's `rand-m9-n2`
+    is the same idea on a 0..10 scale, with each op at p 0.5: its m9 is about magnitude 27 here)."""
 
     kind: Literal["rand_augment"]
     n: PositiveInt = 2
