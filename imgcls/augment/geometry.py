@@ -5,9 +5,9 @@ Coordinates are normalized to [-1, 1] with align_corners=False: -1 is the left e
 the right edge of the last, which is also how point targets are scaled (x = 0 -> -1, x = width -> +1), so an
 image and its points move together exactly, not within half a pixel.
 
-The grid maps each output location q to the source location Warp(M q), M = F R Z C (flip, rotate, zoom,
-crop), the order fastai composes its affine transforms in, with the crop last because fastai crops after
-its affine pass.
+The grid maps each output location q to the source location Warp(M q), M = F R Z C P (flip, rotate, zoom,
+crop, policy), the order fastai composes its affine transforms in, with the crop after them because fastai
+crops after its affine pass, and an augmentation policy's geometric ops (P) last, on the cropped output frame.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class GeometryParams:
     crop_y: torch.Tensor
     warp_x: torch.Tensor
     warp_y: torch.Tensor
+    # (N, 3, 3) the policy's geometric ops (policy.py) as maps in the output frame, applied last; None: none.
+    policy: torch.Tensor | None = None
 
 
 def dihedral(index: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,9 @@ def affine_matrices(
 ) -> torch.Tensor:
     """(N, 3, 3) maps from output to input coordinates, aspect-corrected for an input of (height, width).
 
-    `square_crop` adds the random square crop (min_scale < 1); without it the whole frame is kept.
+    `square_crop` adds the random square crop (min_scale < 1); without it the whole frame is kept. The policy's
+    ops act on the output frame (M P: P maps an output location to where it was before the policy), so they ride
+    in the same matrix and the same single resample, and point targets follow them through its inverse.
     """
     n, device = params.angle.shape[0], params.angle.device
     matrices = torch.eye(3, device=device).repeat(n, 1, 1)
@@ -77,7 +81,9 @@ def affine_matrices(
     height, width = in_size
     matrices[:, 0, 1] *= height / width
     matrices[:, 1, 0] *= width / height
-    return matrices @ crop_matrices(params, in_size) if square_crop else matrices
+    if square_crop:
+        matrices = matrices @ crop_matrices(params, in_size)
+    return matrices if params.policy is None else matrices @ params.policy
 
 
 def crop_matrices(params: GeometryParams, in_size: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The batch transform: uint8 batch on the device -> augmented, resized, normalized float batch.
 
-Train: per-image flip, rotation, zoom, warp and random crop in ONE grid_sample, then brightness and contrast.
+Train: per-image flip, rotation, zoom, warp and random crop (and a policy's geometric ops) in ONE grid_sample,
+then brightness and contrast, the policy's colour ops, grey conversion, normalization and random erasing.
 Valid: only the resize to the final size (and the centre square crop when min_scale < 1), through the same
 sampler so that train and valid images are resampled alike.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from imgcls.augment.erasing import ErasingDraws, draw_erasing, erase
 from imgcls.augment.geometry import (
     GeometryParams,
     affine_matrices,
@@ -23,6 +25,7 @@ from imgcls.augment.geometry import (
     transform_points,
     warp_coefficients,
 )
+from imgcls.augment.policy import PolicyDraws, apply_colour_ops, draw_policy, policy_matrices
 from imgcls.spec.data import AugmentSpec
 
 _GRID_PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
@@ -100,6 +103,18 @@ class BatchGeometry:
         return BatchGeometry(matrices, torch.cat(homographies))
 
 
+@dataclass(frozen=True)
+class BatchDraws:
+    """Every random value of one training batch, drawn before any pixel is touched and always in this order:
+    geometry, lighting, policy, erasing. A step that is switched off draws nothing, so adding a later step
+    never changes what the earlier ones drew (a spec without a policy gives the batches it gave before)."""
+
+    geometry: GeometryParams
+    lighting: torch.Tensor | None = None  # (N, 4) uniforms
+    policy: PolicyDraws | None = None
+    erasing: ErasingDraws | None = None
+
+
 def logit(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(_EPS, 1 - _EPS)
     return torch.log(x / (1 - x))
@@ -107,16 +122,24 @@ def logit(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BatchAugment:
-    """fastai's aug_transforms(size=...) + Normalize, fused. `size` is (height, width); None keeps the input's."""
+    """fastai's aug_transforms(size=...) + Normalize, fused, with the spec's policy and random erasing on
+    training batches. `size` is (height, width); None keeps the input's."""
 
     spec: AugmentSpec
     size: tuple[int, int] | None = None
     normalizer: Normalizer | None = None
     # 1: grey batches for a model built with n_in 1 (ITU-R 601 luma of the RGB images).
     channels: int = 3
+    # The regularizers (augment.policy, augment.erasing) are for training batches; TTA turns them off.
+    regularize: bool = True
 
     def with_size(self, size: tuple[int, int] | None) -> BatchAugment:
         return replace(self, size=size)
+
+    def for_tta(self) -> BatchAugment:
+        """The training transform without the policy and erasing: TTA views should look like the data, not
+        like a regularizer. Its batches are those of a spec without either, for the same generator."""
+        return replace(self, regularize=False)
 
     def with_normalizer(self, normalizer: Normalizer | None) -> BatchAugment:
         return replace(self, normalizer=normalizer)
@@ -153,17 +176,60 @@ class BatchAugment:
         predictions made in the output frame can be mapped back to the input frame (TTA of point models)."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
-        x = images.float().div_(255.0)
+        n, channels, height, width = images.shape
         augment = train and self.spec.enabled
-        params = self.draw(x.shape[0], x.device, generator) if augment else self.identity(x.shape[0], x.device)
-        x, points, geometry = self._resample(x, points, params, augment)
-        if augment and self.spec.max_lighting > 0:
-            x = self.lighting(x, generator)
+        draws = self.draw_batch((n, channels, height, width), images.device, generator) if augment else None
+        return self.apply(images, points, draws)
+
+    def draw_batch(
+        self, shape: tuple[int, int, int, int], device: torch.device, generator: torch.Generator | None
+    ) -> BatchDraws:
+        """Every draw a training batch of uint8 `shape` (N, C, H, W) needs, in BatchDraws' order."""
+        n, channels, height, width = shape
+        out_size = self.size or (height, width)
+        geometry = self.draw(n, device, generator)
+        lighting = self.draw_lighting(n, device, generator) if self.spec.max_lighting > 0 else None
+        policy: PolicyDraws | None = None
+        erasing: ErasingDraws | None = None
+        if self.regularize and self.spec.policy is not None:
+            policy = draw_policy(self.spec.policy, n, out_size, device, generator)
+        if self.regularize and self.spec.erasing is not None:
+            out_channels = 1 if self.channels == 1 and channels == 3 else channels
+            erasing = draw_erasing(self.spec.erasing, (n, out_channels, *out_size), device, generator)
+        return BatchDraws(geometry, lighting, policy, erasing)
+
+    def apply(
+        self, images: torch.Tensor, points: torch.Tensor | None = None, draws: BatchDraws | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, BatchGeometry]:
+        """The transform with the given draws (None: the validation transform), the steps in BatchDraws' order."""
+        x = images.float().div_(255.0)
+        if draws is None:
+            x, points, geometry = self._resample(x, points, self.identity(x.shape[0], x.device), False)
+        else:
+            params = draws.geometry
+            if draws.policy is not None:
+                params = replace(params, policy=policy_matrices(draws.policy, self.size or (x.shape[2], x.shape[3])))
+            x, points, geometry = self._resample(x, points, params, True)
+            if draws.lighting is not None:
+                x = self.light(x, draws.lighting)
+            if draws.policy is not None:
+                # The policy's colour ops run after the one resample, not in their place among its geometric
+                # ops (trivial_augment has one op per image, so this reorders only rand_augment's sequences).
+                # That is acceptable: brightness, colour and contrast are affine in the pixel values and commute
+                # with bilinear resampling up to their clipping to [0, 1]; the clipping, posterize and solarize
+                # are pointwise and differ only where a sample falls between source pixels of different values
+                # (along edges). The margins a rotation, shear or translation uncovers are filled by pad_mode
+                # before the colour ops instead of with black after them. Contrast's mean, autocontrast,
+                # equalize and sharpness read the whole image: here the output frame the model sees, as when
+                # torchvision's policies follow a RandomResizedCrop.
+                x = apply_colour_ops(x, draws.policy)
         if self.channels == 1 and x.shape[1] == 3:
             luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             x = (x * luma).sum(dim=1, keepdim=True)
         if self.normalizer is not None:
             x = self.normalizer(x)
+        if draws is not None and draws.erasing is not None:
+            x = erase(x, draws.erasing)  # timm's order: after normalization, so 0 and N(0, 1) are data-like
         return x, points, geometry
 
     # --- geometry ---------------------------------------------------------------------------------------
@@ -243,8 +309,15 @@ class BatchAugment:
 
     def lighting(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Brightness then contrast, per image, in logit space: sigmoid(c * (logit(x) + logit(b)))."""
+        return self.light(x, self.draw_lighting(x.shape[0], x.device, generator))
+
+    @staticmethod
+    def draw_lighting(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(n, 4, device=device, generator=generator)
+
+    def light(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Lighting with its draws `u` (N, 4): whether and how much brightness, whether and how much contrast."""
         n, light = x.shape[0], self.spec.max_lighting * self.spec.mult
-        u = torch.rand(n, 4, device=x.device, generator=generator)
         brightness = torch.where(u[:, 0] < self.spec.p_lighting, 0.5 * (1 - light) + u[:, 1] * light, 0.5)
         log_c = math.log(1 - min(light, 0.999))
         contrast = torch.where(u[:, 2] < self.spec.p_lighting, torch.exp(log_c + u[:, 3] * (-2 * log_c)), 1.0)

@@ -111,10 +111,26 @@ def _trace_batch(console: Console, spec: Spec, data: DataBundle, bs: int, stage:
     console.info(
         f"  batch augment    {describe_tensor(x)} (one fused resample to {tuple(x.shape[2:])}, lighting{grey})"
     )
+    _policy_lines(console, spec)
     console.info(f"  normalize        {plan.description}")
+    erasing = spec.augment.erasing
+    if erasing is not None:
+        console.info(
+            f"  random erasing   p {erasing.p:g}, 1..{erasing.max_count} rectangle(s) per image, "
+            f"{erasing.mode} fill, after normalization"
+        )
     if moved is not None:
         console.info(f"  points moved     {describe_tensor(moved)}")
     console.info(f"  stage {stage + 1}          size {size or 'item size'}, batch size {stage_bs(spec, stage)}")
+
+
+def _policy_lines(console: Console, spec: Spec) -> None:
+    policy = spec.augment.policy
+    if policy is not None:
+        ops = f"{policy.n} ops at magnitude {policy.magnitude}/30" if policy.kind == "rand_augment" else "1 op"
+        console.info(
+            f"  policy           {policy.kind}: {ops} per image (geometric ops in the resample, colour ops after it)"
+        )
 
 
 def check_all(console: Console, data: DataBundle) -> list[BadItem]:

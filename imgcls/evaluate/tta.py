@@ -75,12 +75,13 @@ class TTAResult:
 
 
 def augmented_pass(loaded: LoadedRun, number: int, console: Console | None = None, n: int = 1) -> Predictions:
-    """The validation set through the training transforms, with pass `number`'s own random draws. Spatial
+    """The validation set through the training transforms (without the training-only augmentation policy and
+    random erasing), with pass `number`'s own random draws. Spatial
     targets keep the item transform in its validation form (the item frame stays the plain one): a random crop
     that cut a point off would make a prediction no map can repair."""
     pipeline = loaded.pipeline
     batches = pipeline.batches(
-        "valid", augment_train=True, random_items=not pipeline.target.spatial, seed_offset=number
+        "valid", augment_train=True, random_items=not pipeline.target.spatial, seed_offset=number, tta=True
     )
     return evaluate(loaded.model, batches, loaded.runtime, console, f"augmented pass {number}/{n}")
 

@@ -281,8 +281,38 @@ class DataSpec(StrictModel):
         return self.blocks[1]
 
 
+class TrivialAugmentPolicy(StrictModel):
+    """torchvision's TrivialAugmentWide: per image, one op at a random one of 31 magnitude bins."""
+
+    kind: Literal["trivial_augment"]
+
+
+class RandAugmentPolicy(StrictModel):
+    """torchvision's RandAugment: per image, n ops in turn, each at bin `magnitude` of 31 (timm's `rand-m9-n2`
+    is the same idea on a 0..10 scale, with each op at p 0.5: its m9 is about magnitude 27 here)."""
+
+    kind: Literal["rand_augment"]
+    n: PositiveInt = 2
+    magnitude: Annotated[int, Field(ge=0, le=30)] = 9
+
+
+# A discriminated union, so that a misspelt kind gets the did-you-mean error with its file and line.
+PolicySpec = Annotated[TrivialAugmentPolicy | RandAugmentPolicy, Field(discriminator="kind")]
+
+
+class ErasingSpec(StrictModel):
+    """timm's RandomErasing (--reprob, --remode, --recount), on the normalized batch: per image with
+    probability p, 1..max_count rectangles of 2%..1/3 of the area (shared out between them), aspect 0.3..3.3."""
+
+    p: Probability = 0.25
+    # pixel: per-pixel N(0, 1) noise; rand: one N(0, 1) colour per rectangle and channel; const: 0.
+    mode: Literal["pixel", "rand", "const"] = "pixel"
+    max_count: PositiveInt = 1
+
+
 class AugmentSpec(StrictModel):
-    """fastai's aug_transforms, run as ONE fused sampling pass per batch on the training device."""
+    """fastai's aug_transforms, run as ONE fused sampling pass per batch on the training device, optionally
+    with an augmentation policy and random erasing (training batches only; `enabled: false` turns all off)."""
 
     enabled: bool = True
     # Final size (height, width); unset keeps the item transform's size.
@@ -300,6 +330,8 @@ class AugmentSpec(StrictModel):
     # < 1 adds a random square crop of min_scale..1 of the area, per image, fused into the same pass.
     min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     pad_mode: PadMode = "reflection"
+    policy: PolicySpec | None = None
+    erasing: ErasingSpec | None = None
 
     @model_validator(mode="after")
     def _zoom_order(self) -> AugmentSpec:

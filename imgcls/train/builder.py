@@ -288,10 +288,12 @@ class Pipeline:
         augment_train: bool | None = None,
         random_items: bool | None = None,
         seed_offset: int = 0,
+        tta: bool = False,
     ) -> BatchSource:
-        """One split's batches at a stage's size (default: the evaluation size), normalized as the run is."""
+        """One split's batches at a stage's size (default: the evaluation size), normalized as the run is. `tta`
+        leaves out the training-only regularizers (augmentation policy, random erasing) of augmented passes."""
         size = self.size(stage) if stage is not None else self.eval_size
-        augment = self.augment(size)
+        augment = self.augment(size).for_tta() if tta else self.augment(size)
         bs = valid_bs(self.spec, stage if stage is not None else self.eval_stage)
         return self.source.batches(
             split, bs, augment, augment_train=augment_train, random_items=random_items, seed_offset=seed_offset

@@ -9,7 +9,7 @@ import torch
 
 from imgcls.augment.geometry import GeometryParams, affine_matrices, dihedral
 from imgcls.augment.pipeline import IMAGENET, BatchAugment, Normalizer
-from imgcls.spec.data import AugmentSpec
+from imgcls.spec.data import AugmentSpec, ErasingSpec, RandAugmentPolicy
 
 
 def _dots(n: int, height: int, width: int, x: int, y: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,3 +169,75 @@ def test_the_folded_warp_grid_equals_affine_then_warp() -> None:
         warp, torch.nn.functional.affine_grid(matrices[:, :2], [4, 1, 9, 13], align_corners=False)
     )
     assert torch.allclose(sampling_grid(matrices, (9, 13), warp), two_passes, atol=1e-5)
+
+
+# --- policy and erasing: added after the existing draws, training only ------------------------------------------
+
+REGULARIZED = AugmentSpec(
+    min_scale=0.7,
+    policy=RandAugmentPolicy(kind="rand_augment", n=2, magnitude=9),
+    erasing=ErasingSpec(p=0.5, mode="pixel", max_count=2),
+)
+
+
+def test_without_a_policy_the_batch_is_the_fastai_path_written_out() -> None:
+    """Bit for bit what the transform computed before policies existed: geometry draws, one resample, lighting
+    from the next draws, grey, normalization."""
+    from imgcls.augment.geometry import sampling_grid, warp_coefficients
+
+    images = torch.randint(0, 256, (6, 3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    spec = AugmentSpec(min_scale=0.6)
+    augment = BatchAugment(spec, (32, 40), IMAGENET, channels=1)
+    out, _ = augment(images, train=True, generator=torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    params = augment.draw(6, images.device, generator)
+    matrices = affine_matrices(params, (50, 70), flip_vert=False, square_crop=True)
+    grid = sampling_grid(matrices, (32, 40), warp_coefficients(params.warp_x, params.warp_y))
+    x = torch.nn.functional.grid_sample(
+        images.float() / 255, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    x = augment.lighting(x, generator)
+    x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    assert torch.equal(out, IMAGENET(x))
+
+
+def test_policy_and_erasing_draw_after_the_existing_draws() -> None:
+    plain, regularized = BatchAugment(AugmentSpec(min_scale=0.7)), BatchAugment(REGULARIZED)
+    shape, cpu = (8, 3, 40, 40), torch.device("cpu")
+    before = plain.draw_batch(shape, cpu, torch.Generator().manual_seed(3))
+    after = regularized.draw_batch(shape, cpu, torch.Generator().manual_seed(3))
+    for name in ("flip", "angle", "zoom", "zoom_x", "zoom_y", "crop", "crop_x", "crop_y", "warp_x", "warp_y"):
+        assert torch.equal(getattr(before.geometry, name), getattr(after.geometry, name)), name
+    assert before.lighting is not None and after.lighting is not None
+    assert torch.equal(before.lighting, after.lighting)
+    assert before.policy is None and before.erasing is None
+    assert after.policy is not None and after.erasing is not None
+
+
+def test_policy_and_erasing_are_off_for_validation_and_tta() -> None:
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    points = torch.rand(8, 2, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    plain = BatchAugment(AugmentSpec(min_scale=0.7), (32, 32), IMAGENET)
+    regularized = BatchAugment(REGULARIZED, (32, 32), IMAGENET)
+    for train in (False, True):
+        reference, reference_points = plain(images, points, train=train, generator=torch.Generator().manual_seed(4))
+        augment = regularized if not train else regularized.for_tta()
+        out, moved = augment(images, points, train=train, generator=torch.Generator().manual_seed(4))
+        assert torch.equal(out, reference) and moved is not None and reference_points is not None
+        assert torch.equal(moved, reference_points)
+    trained, _ = regularized(images, points, train=True, generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(trained, reference)  # ... and on for training
+
+
+def test_regularized_batches_are_the_same_for_the_same_seed() -> None:
+    """Resume is exact: a batch's policy ops, erasing rectangles and noise come from its seeded generator only."""
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    points = torch.rand(8, 1, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    augment = BatchAugment(REGULARIZED, (32, 32), IMAGENET)
+    state = torch.get_rng_state()
+    a, pa = augment(images, points, train=True, generator=torch.Generator().manual_seed(9))
+    b, pb = augment(images, points, train=True, generator=torch.Generator().manual_seed(9))
+    c, _ = augment(images, points, train=True, generator=torch.Generator().manual_seed(10))
+    assert torch.equal(a, b) and pa is not None and pb is not None and torch.equal(pa, pb)
+    assert not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)

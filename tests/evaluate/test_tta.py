@@ -87,6 +87,30 @@ def test_augmented_passes_differ_from_each_other_and_from_the_plain_pass(classif
     assert not torch.equal(first.geometry.matrices, second.geometry.matrices)
 
 
+def test_tta_passes_leave_out_the_policy_and_random_erasing(classification_run: Path) -> None:
+    """Augmented passes of a run trained with augment.policy and augment.erasing see exactly the views of a run
+    trained without them: the regularizers are for training batches only."""
+    from imgcls.train.builder import Pipeline
+
+    loaded = load_run(classification_run)
+    extra = {"policy": {"kind": "trivial_augment"}, "erasing": {"p": 1.0, "mode": "const"}}
+    augment = loaded.spec.augment.model_validate({**loaded.spec.augment.model_dump(), **extra})
+    spec = loaded.spec.model_copy(update={"augment": augment})
+    regularized = Pipeline(spec, loaded.runtime, loaded.checkpoint.record)
+
+    def views(pipeline: Pipeline) -> list[torch.Tensor]:
+        batches = pipeline.batches("valid", augment_train=True, random_items=True, seed_offset=1, tta=True)
+        batches.set_epoch(0)
+        return [batch.images for batch in batches]
+
+    for plain, tta_batch in zip(views(loaded.pipeline), views(regularized), strict=True):
+        assert torch.equal(plain, tta_batch)
+    images = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    trained, _ = regularized.augment((32, 32))(images, train=True, generator=torch.Generator().manual_seed(0))
+    without, _ = loaded.augment(images, train=True, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(trained, without)  # the spec does regularize its training batches
+
+
 def test_tta_eval_command_prints_and_writes_both_columns(
     classification_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

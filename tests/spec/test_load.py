@@ -57,6 +57,18 @@ def test_valid_spec_loads_with_defaults(tmp_path: Path) -> None:
         ("data:\n  path: x\n  path: y\n", ["exp.yaml:3", "appears twice"]),
         ("data: [1, 2\n", ["exp.yaml:2", "not valid YAML"]),
         ("data:\n  path: x\n  labels: {kind: regex, pattern: 'no_group'}\n", ["exp.yaml:3", "capture group"]),
+        (
+            "data:\n  path: x\naugment:\n  size: 32\n  policy: {kind: trivial_augmnet}\n",
+            ["exp.yaml:5", "augment.policy.kind", "did you mean 'trivial_augment'", "rand_augment"],
+        ),
+        (
+            "data:\n  path: x\naugment:\n  policy: {kind: trivial_augment, magnitude: 9}\n",
+            ["exp.yaml:4", "augment.policy.magnitude", "unknown key 'magnitude'"],
+        ),
+        (
+            "data:\n  path: x\naugment:\n  erasing: {p: 0.25, mode: pixle}\n",
+            ["exp.yaml:4", "augment.erasing.mode", "'pixel'"],
+        ),
     ],
 )
 def test_bad_specs_name_file_line_key_and_fix(tmp_path: Path, text: str, expected: list[str]) -> None:

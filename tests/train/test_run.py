@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,20 @@ def test_checkpoint_holds_everything_to_resume_or_predict(finished: Path) -> Non
 def test_two_runs_with_one_seed_are_identical(finished: Path, tmp_path: Path) -> None:
     again = train(_spec(), tmp_path / "again", quiet=True)
     assert _rows(again) == _rows(finished)
+
+
+def test_a_run_with_a_policy_and_random_erasing_trains(finished: Path, tmp_path: Path) -> None:
+    spec = _spec(
+        augment__policy={"kind": "rand_augment", "n": 2, "magnitude": 9},
+        augment__erasing={"p": 0.5, "mode": "pixel", "max_count": 2},
+    )
+    run = train(spec, tmp_path / "regularized", quiet=True)
+    rows = _rows(run)
+    assert len(rows) == 2
+    for row in rows:
+        assert all(math.isfinite(float(row[key])) for key in ("train_loss", "valid_loss", "accuracy")), row
+    assert [row["train_loss"] for row in rows] != [row["train_loss"] for row in _rows(finished)]
+    assert load_spec(run / "spec.yaml").augment == spec.augment
 
 
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
