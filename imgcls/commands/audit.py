@@ -215,7 +215,7 @@ def write_suspects(labels: LabelAudit, root: Path, folder: Path, k: int) -> list
         return ["suspect_labels.csv"]
     images = [thumbnail(root / s.item) for s in top]
     titles = [
-        f"{Path(s.item).name}\ngiven {s.given}, suggested {s.suggested}\n"
+        f"{s.item}\ngiven {s.given}, suggested {s.suggested}\n"
         f"score {s.score:.3f}{' (issue)' if s.issue else ''}"
         for s in top
     ]
@@ -374,9 +374,18 @@ def _balance_lines(audit: DataAudit, max_imbalance: float) -> list[str]:
     return lines
 
 
+def _all_clear(audit: DataAudit, labels: LabelAudit | None) -> str:
+    text = "no problems found: no unreadable files, duplicates or leakage"
+    if audit.class_counts is not None and audit.class_counts.imbalance is not None:
+        text += f"; classes balanced ({audit.class_counts.imbalance:.2f})"
+    if labels is not None:
+        text += "; cleanlab flags no validation label"
+    return text
+
+
 def _print_suspects(console: Console, labels: LabelAudit, k: int) -> None:
     console.info(
-        f"suspect labels   {len(labels.issues)} of {len(labels.suspects)} validation items flagged by cleanlab "
+        f"{'suspect labels':<18}{len(labels.issues)} of {len(labels.suspects)} validation items flagged by cleanlab "
         f"(find_label_issues; ranked by {labels.method}) with {labels.checkpoint}"
     )
     for suspect in labels.suspects[:k]:
@@ -442,7 +451,7 @@ def run_audit(spec: Spec, options: AuditOptions) -> int:
         _print_suspects(console, labels, options.k)
     lines = verdict(audit, options.max_imbalance, labels)
     console.info("verdict:")
-    for line in lines or ["no problems found: no unreadable files, duplicates or leakage; classes balanced"]:
+    for line in lines or [_all_clear(audit, labels)]:
         console.info(f"  - {line}")
     console.info(f"wrote {folder}/: audit.json, {', '.join(written)}")
     if summary["failed"]:

@@ -468,17 +468,18 @@ class DuplicatePair:
     leaks: bool
 
 
+_PAIR_CANDIDATES = 256  # members per split searched for the closest leaking pair (256 x 256 distances)
+
+
 def _pair_in(audit: DataAudit, group: DuplicateGroup) -> DuplicatePair:
-    codes = {m: hash_codes([audit.records[m]])[0] for m in group.members}
-
-    def distance(a: int, b: int) -> int:
-        return int(_popcount(codes[a] ^ codes[b]).sum())
-
-    train = [m for m in group.members if audit.items[m].split == "train"]
-    valid = [m for m in group.members if audit.items[m].split == "valid"]
-    if train and valid:  # a leak: the closest train/valid pair
-        a, b = min(((t, v) for t in train for v in valid), key=lambda pair: (distance(*pair), pair))
-        return DuplicatePair(group, a, b, distance(a, b), True)
+    train = [m for m in group.members if audit.items[m].split == "train"][:_PAIR_CANDIDATES]
+    valid = [m for m in group.members if audit.items[m].split == "valid"][:_PAIR_CANDIDATES]
+    if train and valid:  # a leak: the closest train/valid pair (the first such pair on ties)
+        left = hash_codes([audit.records[m] for m in train])
+        right = hash_codes([audit.records[m] for m in valid])
+        distances = _popcount(left[:, None, :] ^ right[None, :, :]).sum(axis=2)
+        row, col = np.unravel_index(int(distances.argmin()), distances.shape)
+        return DuplicatePair(group, train[row], valid[col], int(distances[row, col]), True)
     # otherwise the farthest member from the first: the copy that changed most
     far = max(range(1, len(group.members)), key=lambda n: (group.distances[n], -n))
     return DuplicatePair(group, group.members[0], group.members[far], group.distances[far], False)
