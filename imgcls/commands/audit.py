@@ -215,8 +215,7 @@ def write_suspects(labels: LabelAudit, root: Path, folder: Path, k: int) -> list
         return ["suspect_labels.csv"]
     images = [thumbnail(root / s.item) for s in top]
     titles = [
-        f"{s.item}\ngiven {s.given}, suggested {s.suggested}\n"
-        f"score {s.score:.3f}{' (issue)' if s.issue else ''}"
+        f"{s.item}\ngiven {s.given}, suggested {s.suggested}\nscore {s.score:.3f}{' (issue)' if s.issue else ''}"
         for s in top
     ]
     ncols = int(np.ceil(np.sqrt(len(images))))
