@@ -115,6 +115,59 @@ def show_batch_command(
     run_show_batch(load_spec(config, set_), out, n=n, valid=valid, stage=stage, seed=seed)
 
 
+def _fail_on(value: str | None) -> tuple[str, ...]:
+    from imgcls.commands.audit import parse_fail_on
+
+    try:
+        return parse_fail_on(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+@app.command("audit")
+@handled
+def audit_command(
+    config: SpecFile,
+    *,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder to write (default: runs/<name>-audit).")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="A trained run: rank its validation items by how suspect their labels are."),
+    ] = None,
+    checkpoint: Which = "best",
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-on",
+            help="Exit with code 5 when any of these findings is present: leakage, unreadable, duplicates, "
+            "imbalance (comma-separated).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Decoding processes (default: data.num_workers).")
+    ] = None,
+    max_imbalance: Annotated[
+        float,
+        typer.Option(
+            "--max-imbalance", min=1.0, help="Largest / smallest training class above which imbalance counts."
+        ),
+    ] = 3.0,
+    k: Annotated[int, typer.Option("--k", min=0, help="Duplicate pairs and suspect labels shown in the PNGs.")] = 8,
+    quiet: Quiet = False,
+) -> None:
+    """Audit the data: unreadable files, duplicates, train/valid leakage, class balance, modes and sizes."""
+    from imgcls.commands.audit import AuditOptions, run_audit
+    from imgcls.spec import load_spec
+
+    options = AuditOptions(out, labels, checkpoint, _fail_on(fail_on), workers, max_imbalance, k, quiet)
+    code = run_audit(load_spec(config, set_), options)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("train")
 @handled
 def train_command(

@@ -8,6 +8,7 @@ faster and an area-average of the full decode.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,15 @@ def _describe_failure(path: Path, err: Exception) -> str:
 DraftFor = Callable[[tuple[int, int]], "tuple[int, int] | None"]
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """What the file held before conversion to RGB: PIL's mode (L, P, RGBA, CMYK, I;16...), format, EXIF orientation."""
+
+    mode: str
+    format: str | None
+    orientation: int
+
+
 def read_image(path: Path, draft_for: DraftFor | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Decode `path` to RGB.
 
@@ -90,9 +100,16 @@ def read_image(path: Path, draft_for: DraftFor | None = None) -> tuple[Image.Ima
     Raises:
         ImageReadError: the file is missing, empty, truncated or not an image.
     """
+    image, size, _ = read_image_info(path, draft_for)
+    return image, size
+
+
+def read_image_info(path: Path, draft_for: DraftFor | None = None) -> tuple[Image.Image, tuple[int, int], FileInfo]:
+    """read_image, and what the file held before conversion (one open of the file for both)."""
     try:
         with Image.open(path) as opened:
             orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+            info = FileInfo(opened.mode, opened.format, int(orientation))
             size = oriented_size(opened)
             draft_size = draft_for(size) if draft_for is not None else None
             if draft_size is not None and opened.format == "JPEG":
@@ -101,6 +118,6 @@ def read_image(path: Path, draft_for: DraftFor | None = None) -> tuple[Image.Ima
             opened.load()
             # exif_transpose copies even an upright image, so call it only when there is work to do.
             image = ImageOps.exif_transpose(opened) if orientation != 1 else opened
-            return to_rgb(image), size
+            return to_rgb(image), size, info
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(str(path), _describe_failure(path, err)) from None

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from imgcls.errors import DataError
+from imgcls.errors import DataError, ImgclsError
 from imgcls.report.console import Console
 
 
@@ -188,6 +188,16 @@ class Target(ABC):
     def prediction_text(self, row: dict[str, Any]) -> str:
         """One prediction row in words, for the console."""
         return ", ".join(f"{row[c]:.4g}" for c in self.prediction_columns(1) if c in row)
+
+    def label_quality(
+        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """Confident learning on out-of-sample probabilities: per item cleanlab's label quality score (lower:
+        more doubtful), whether cleanlab flags the label, the given label and the model's in words."""
+        raise ImgclsError(
+            f"suspect labels need a classifier; this run predicts {self.kind} targets",
+            hint="rank the labels of a category or multi_category run",
+        )
 
     # --- reports -----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from imgcls.targets.base import (
     unknown_labels_error,
 )
 
+LABEL_SCORE = "self_confidence"  # cleanlab's default: the predicted probability of the given label
 _LOG_FLOOR = torch.finfo(torch.float32).tiny  # log(0) would give -inf losses for a blended probability of 0
 
 
@@ -136,6 +137,20 @@ class Category(VocabTarget):
     def prediction_text(self, row: dict[str, Any]) -> str:
         ranks = [r for r in range(1, 4) if f"pred_{r}" in row]
         return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+
+    def label_quality(
+        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+
+        labels = targets.astype(np.int64)
+        probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7
+        scores = get_label_quality_scores(labels, probs, method=LABEL_SCORE)
+        issues = find_label_issues(labels, probs, n_jobs=1)
+        given = [self.classes[int(label)] for label in labels]
+        suggested = [self.classes[int(best)] for best in probs.argmax(axis=1)]
+        return np.asarray(scores, dtype=np.float64), np.asarray(issues, dtype=bool), given, suggested
 
     # --- reports -----------------------------------------------------------------------------------------
 

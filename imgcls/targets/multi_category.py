@@ -21,6 +21,7 @@ from imgcls.targets.base import (
     top_losses,
     unknown_labels_error,
 )
+from imgcls.targets.category import LABEL_SCORE
 
 THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
 _LOGIT_EPS = 1e-7  # keeps logit(p) finite for p = 0 or 1
@@ -123,6 +124,23 @@ class MultiCategory(VocabTarget):
 
     def prediction_text(self, row: dict[str, Any]) -> str:
         return str(row.get("labels") or "") or "(no label above the threshold)"
+
+    def label_quality(
+        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        from cleanlab.multilabel_classification import get_label_quality_scores
+        from cleanlab.multilabel_classification.filter import find_label_issues
+
+        labels = [np.flatnonzero(row > 0.5).tolist() for row in targets]
+        scores = get_label_quality_scores(labels, probs, method=LABEL_SCORE)
+        issues = find_label_issues(labels, probs, n_jobs=1)
+
+        def words(on: np.ndarray) -> str:
+            return " ".join(name for name, flag in zip(self.classes, on, strict=True) if flag) or "-"
+
+        given = [words(row > 0.5) for row in targets]
+        suggested = [words(row > thresh) for row in probs]
+        return np.asarray(scores, dtype=np.float64), np.asarray(issues, dtype=bool), given, suggested
 
     # --- reports -----------------------------------------------------------------------------------------
 
