@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ from imgcls.report.console import Console
 from imgcls.report.env import environment
 from imgcls.spec.load import dump_spec
 from imgcls.spec.schema import Spec
-from imgcls.train.callbacks import CallbackContext, CallbackList, build_callbacks
+from imgcls.train.callbacks import Callback, CallbackContext, CallbackList, build_callbacks
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
 from imgcls.train.checkpoint import Checkpoint, write_checkpoint
 from imgcls.train.folders import start_run
@@ -239,12 +239,19 @@ def rank_zero_first(runtime: Runtime, step: Callable[[], T]) -> T:
     return step()
 
 
-def train(spec: Spec, out: Path | None = None, *, quiet: bool = False, resume: Checkpoint | None = None) -> Path:
+def train(
+    spec: Spec,
+    out: Path | None = None,
+    *,
+    quiet: bool = False,
+    resume: Checkpoint | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
-    in `out` from that checkpoint's position. Under torchrun, every rank calls this."""
+    in `out` from that checkpoint's position. `callbacks` join the spec's. Under torchrun, every rank calls this."""
     runtime = resolve_runtime(spec.runtime)
     try:
-        return _train(spec, runtime, out, quiet, resume)
+        return _train(spec, runtime, out, quiet, resume, list(callbacks))
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -275,7 +282,9 @@ def _normalizer(run: Run, resume: Checkpoint | None) -> Normalizer | None:
     return resolve_normalizer(spec, lambda: stage_loaders(run.source, run.augment, stage_size(spec, 0), first_bs))
 
 
-def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: Checkpoint | None) -> Path:
+def _train(
+    spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: Checkpoint | None, extra: list[Callback]
+) -> Path:
     run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
     console = Console(quiet, enabled=runtime.is_main)
     for note in runtime.notes:
@@ -297,8 +306,8 @@ def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: 
     )
     run.normalizer = _normalizer(run, resume)
     run.augment = run.augment.with_normalizer(run.normalizer)
-    context = CallbackContext(run_dir, run.write, spec.runtime.log_every)
-    run.callbacks = CallbackList(build_callbacks(spec.callbacks, context))
+    context = CallbackContext(run_dir, run.write, spec.runtime.log_every, spec)
+    run.callbacks = CallbackList(build_callbacks(spec.callbacks, context) + extra)
     if resume is not None:
         run.callbacks.load_state_dict(resume.meta.get("callbacks", {}))
     _prepare_folder(run, resume)
@@ -307,14 +316,25 @@ def _train(spec: Spec, runtime: Runtime, out: Path | None, quiet: bool, resume: 
         f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
     )
     console.info(f"data mode: {run.source.mode} ({run.source.reason})")
+    try:
+        _train_stages(run, resume)
+    except BaseException as err:
+        run.callbacks.end_run(run_dir, err)
+        raise
+    run.callbacks.end_run(run_dir, None)
+    return run_dir
+
+
+def _train_stages(run: Run, resume: Checkpoint | None) -> None:
+    """Every stage from the resume position on, then the final report."""
+    spec = run.spec
     position = Position(**resume.meta["position"]) if resume is not None else Position()
     with InterruptFlag(spec.runtime.log_every) as interrupt:
         for stage_index in range(position.stage, len(spec.train.stages)):
             position = _stage(run, stage_index, position, resume if stage_index == position.stage else None, interrupt)
-    if runtime.distributed:
+    if run.runtime.distributed:
         dist.barrier()
-    if runtime.is_main:
+    if run.runtime.is_main:
         from imgcls.evaluate.report import final_report
 
-        final_report(run_dir, console)
-    return run_dir
+        final_report(run.run_dir, run.console)

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.registry import Registry
+from imgcls.spec.schema import Spec
 from imgcls.spec.train import Callback as CallbackSpec
 from imgcls.train.callbacks.base import Callback, CallbackList
+from imgcls.train.callbacks.experiment_tracking import MlflowTracker, WandbTracker
 from imgcls.train.callbacks.gradients import GradientAccumulation, GradientClip
 from imgcls.train.callbacks.logging import TensorBoard
 from imgcls.train.callbacks.mix import CutMix, MixUp
@@ -19,11 +21,12 @@ from imgcls.train.state import TrainState
 
 @dataclass(frozen=True)
 class CallbackContext:
-    """What callbacks may need from the run: its folder, a checkpoint writer, the logging interval."""
+    """What callbacks may need from the run: its folder, a checkpoint writer, the logging interval, the spec."""
 
     run_dir: Path
     write: Callable[[str, TrainState], None]
     log_every: int
+    spec: Spec
 
 
 Builder = Callable[[Any, CallbackContext], Callback]
@@ -38,6 +41,8 @@ CALLBACKS: Registry[Builder] = Registry(
         "gradient_accumulation": lambda s, c: GradientAccumulation(s.n_acc),
         "gradient_clip": lambda s, c: GradientClip(s.max_norm, s.norm_type),
         "tensorboard": lambda s, c: TensorBoard(c.run_dir / s.log_dir, c.log_every),
+        "mlflow": lambda s, c: MlflowTracker(s, c.spec, c.run_dir),
+        "wandb": lambda s, c: WandbTracker(s, c.spec, c.run_dir),
     },
 )
 
