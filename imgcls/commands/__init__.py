@@ -1,0 +1,1 @@
+"""What the CLI commands do: call the library, print, write files (cli.py only parses and calls these)."""
