@@ -51,7 +51,8 @@ def _trial_line(metric: str) -> Any:
     def report(console: Console, study: optuna.Study, trial: FrozenTrial) -> None:
         if "not_run" in trial.user_attrs:
             return
-        outcome = f"{metric} {_value(trial.value, 6)}" if trial.value is not None else trial.user_attrs.get("note", "")
+        complete = trial.state.name == "COMPLETE"
+        outcome = f"{metric} {_value(trial.value, 6)}" if complete else trial.user_attrs.get("note", "")
         console.info(f"trial {trial.number} {trial.state.name}: {outcome}")
 
     return report
@@ -122,6 +123,12 @@ def write_plots(study: optuna.Study, metric: str, folder: Path) -> list[Path]:
     return written
 
 
+def short_names(paths: list[str]) -> list[str]:
+    """Column headers: the last part of each dotted path (lr_max), or the whole path when that is ambiguous."""
+    last = [path.rsplit(".", 1)[-1] for path in paths]
+    return [short if last.count(short) == 1 else path for short, path in zip(last, paths, strict=True)]
+
+
 def show_top(console: Console, study: optuna.Study, tune: TuneSpec, rows: list[dict[str, Any]]) -> None:
     """A table of the best complete trials, then how many were pruned or failed."""
     from rich.table import Table
@@ -130,17 +137,20 @@ def show_top(console: Console, study: optuna.Study, tune: TuneSpec, rows: list[d
 
     complete = [row for row in rows if row["state"] == "COMPLETE"]
     complete.sort(key=lambda row: row["value"], reverse=direction(tune) == "maximize")
-    names = list(study.best_trial.params) if complete else []
+    names = list(tune.space)
     table = Table(title=f"best trials of study '{study.study_name}' ({direction(tune)} {tune.metric})")
-    for column in ["trial", tune.metric, *names, "seconds", "run folder"]:
-        table.add_column(column, justify="left" if column == "run folder" else "right")
+    for column in ["trial", tune.metric, *short_names(names), "seconds"]:
+        table.add_column(column, justify="right")
     for row in complete[:TOP]:
-        cells = [str(row["number"]), _value(row["value"], 6), *(_value(row[n]) for n in names)]
-        table.add_row(*cells, f"{row['seconds']:.1f}", _shown_path(row["run_dir"]))
+        cells = [str(row["number"]), _value(row["value"], 6), *(_value(row.get(n)) for n in names)]
+        table.add_row(*cells, f"{row['seconds']:.1f}")
     if console.enabled:
         console.rich.print(table)
     counts = {state: sum(row["state"] == state for row in rows) for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-    console.info(", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n))
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
+    if complete:
+        summary += f"; the best trial's run folder: {_shown_path(complete[0]['run_dir'])}"
+    console.info(summary)
 
 
 def run_tune(

@@ -21,8 +21,9 @@ class PruneTrial(Callback):
     name = "optuna_pruning"
     order = 95  # after save_last (90): a pruned trial's folder is complete up to the epoch it stopped at
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial: optuna.Trial, metric: str, last_step: int) -> None:
+        # Pruning after the last epoch saves nothing and would throw the finished trial's value away.
+        self.trial, self.metric, self.last_step = trial, metric, last_step
 
     def on_epoch_end(self, state: TrainState) -> None:
         if not state.runtime.is_main:
@@ -35,5 +36,5 @@ class PruneTrial(Callback):
                 hint="the trial diverged: narrow the search space (e.g. lower learning rates)",
             )
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        if step < self.last_step and self.trial.should_prune():
             raise TrainingStopped(f"pruned after epoch row {step}: {self.metric} {value:.6g}")

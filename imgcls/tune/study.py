@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from imgcls.spec.schema import Spec
 from imgcls.spec.tune import MedianPrunerSpec, NoPrunerSpec, TuneSpec
 from imgcls.train.metrics import lower_is_better
 from imgcls.train.run import train
+from imgcls.train.schedule import stage_phases
 from imgcls.tune.pruning import PruneTrial
 from imgcls.tune.space import SearchSpace
 
@@ -51,10 +53,13 @@ def open_storage(option: str | None, folder: Path) -> BaseStorage:
     """Unset: the journal file optuna.journal in the study folder (safe for several processes on one machine, or
     on a shared file system); a URL: an RDB storage (postgresql://, mysql://, sqlite:///); else a journal file."""
     import optuna
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages.journal import JournalFileBackend
 
     if option is not None and is_rdb_url(option):
-        return optuna.storages.RDBStorage(option, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since Optuna 2.9
+            return optuna.storages.RDBStorage(option, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     path = Path(option) if option is not None else folder / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -112,6 +117,11 @@ def open_study(spec: Spec, tune: TuneSpec, folder: Path) -> optuna.Study:
     return study
 
 
+def epoch_rows(spec: Spec) -> int:
+    """The rows metrics.csv has when every phase of every stage runs to its end."""
+    return sum(phase.epochs for stage in spec.train.stages for phase in stage_phases(stage))
+
+
 def budget_used(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=counted_states()))
 
@@ -163,7 +173,8 @@ class Objective:
         if self.on_start is not None:
             self.on_start(trial.number, params, run_dir)
         try:
-            train(spec, run_dir, quiet=self.quiet, callbacks=[PruneTrial(trial, self.tune.metric)])
+            pruning = PruneTrial(trial, self.tune.metric, last_step=epoch_rows(spec))
+            train(spec, run_dir, quiet=self.quiet, callbacks=[pruning])
         except TrainingStopped as err:
             trial.set_user_attr("note", err.message)
             raise optuna.TrialPruned(err.message) from None

@@ -73,6 +73,12 @@ def test_a_space_file_is_named_in_its_errors(tmp_path: Path) -> None:
         load_tune(config, space)
 
 
+def test_the_demo_tuning_recipe_is_valid() -> None:
+    spec, tune, space = load_tune(Path(__file__).parents[2] / "configs" / "demo_tune.yaml")
+    assert spec.name == "demo_tune" and tune.n_trials == 8 and len(space.dimensions) == 3
+    assert [cb.name for cb in spec.callbacks] == ["mlflow"]
+
+
 def test_overrides_reach_the_tune_section_and_a_spec_without_one_is_refused(tmp_path: Path) -> None:
     _, tune, _ = load_tune(_spec_file(tmp_path), overrides=["tune.n_trials=7", "tune.metric=accuracy"])
     assert tune.n_trials == 7 and tune.metric == "accuracy"

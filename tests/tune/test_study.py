@@ -17,7 +17,7 @@ from conftest import tiny_spec
 from imgcls.data.demo import ensure_demo
 from imgcls.tune.sampler import TrialSeededTPE
 from imgcls.tune.space import load_tune
-from imgcls.tune.study import JOURNAL, Objective, open_storage, run_study, trained, trial_value
+from imgcls.tune.study import JOURNAL, Objective, epoch_rows, open_storage, run_study, trained, trial_value
 
 DATA = "demo:folder@0.02"
 
@@ -55,6 +55,14 @@ def test_a_pruned_trial_stops_cleanly_after_its_epoch(tmp_path: Path) -> None:
     assert (run_dir / "checkpoints" / "last.safetensors").is_file()  # the epoch it stopped at is saved
 
 
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path: Path) -> None:
+    objective = _objective(tmp_path, _config(tmp_path, epochs=1, n_trials=1))
+    study = optuna.create_study(sampler=TrialSeededTPE(0), pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    run_study(study, objective)
+    [trial] = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.intermediate_values == {1: trial.value}
+
+
 def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path: Path) -> None:
     config = _config(tmp_path, epochs=1, space={"train.stages.0.lr_max": {"choice": [1.0e4, 3.0e-3]}})
     objective = _objective(tmp_path, config)
@@ -68,6 +76,21 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path: Path) -> None:
     assert fine.state == optuna.trial.TrialState.COMPLETE
     rows = _rows(Path(fine.user_attrs["run_dir"]))
     assert fine.value == float(rows[-1]["valid_loss"])
+
+
+def test_an_rdb_url_opens_an_rdb_storage_with_heartbeats(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db", tmp_path / "study")
+    assert isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() == 60
+    journal = open_storage(None, tmp_path / "study")
+    assert isinstance(journal, optuna.storages.JournalStorage) and (tmp_path / "study" / JOURNAL).is_file()
+
+
+def test_epoch_rows_counts_every_phase() -> None:
+    from imgcls.spec.load import spec_from_dict
+
+    raw = tiny_spec(DATA)
+    raw["train"]["stages"] = [{"schedule": "fine_tune", "epochs": 3, "freeze_epochs": 2}, {"schedule": "fit"}]
+    assert epoch_rows(spec_from_dict(raw)) == 2 + 3 + 1
 
 
 def test_trial_value_is_the_last_or_the_best_epoch(tmp_path: Path) -> None:
