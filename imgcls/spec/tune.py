@@ -152,3 +152,5 @@ class TuneSpec(StrictModel):
     study_name: str | None = None
     # Seed of the TPE sampler; unset: the spec's seed.
     seed: int | None = None
+    # Trials drawn at random before TPE starts modelling the results (Optuna's default: 10).
+    n_startup_trials: NonNegativeInt = 10

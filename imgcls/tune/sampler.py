@@ -21,14 +21,16 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     processes seeded alike would otherwise propose the same first trials, and a study continued after
     Ctrl-C would repeat its first random trials. One process with a fixed seed gives the same study each time."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int, n_startup_trials: int = 10) -> None:
+        self.seed, self.n_startup_trials = seed, n_startup_trials
         self._tpe: dict[int, optuna.samplers.TPESampler] = {}
 
     def _for(self, trial: FrozenTrial) -> optuna.samplers.TPESampler:
         if trial.number not in self._tpe:
             # constant_liar: running trials count as bad guesses, so that parallel trials spread out.
-            tpe = optuna.samplers.TPESampler(seed=trial_seed(self.seed, trial.number), constant_liar=True)
+            tpe = optuna.samplers.TPESampler(
+                seed=trial_seed(self.seed, trial.number), n_startup_trials=self.n_startup_trials, constant_liar=True
+            )
             self._tpe = {trial.number: tpe}
         return self._tpe[trial.number]
 

@@ -102,7 +102,7 @@ def open_study(spec: Spec, tune: TuneSpec, folder: Path) -> optuna.Study:
     wanted = direction(tune)
     study = optuna.create_study(
         storage=open_storage(tune.storage, folder),
-        sampler=TrialSeededTPE(spec.seed if tune.seed is None else tune.seed),
+        sampler=TrialSeededTPE(spec.seed if tune.seed is None else tune.seed, tune.n_startup_trials),
         pruner=build_pruner(tune),
         study_name=tune.study_name or spec.name,
         direction=wanted,

@@ -100,3 +100,10 @@ def test_ctrl_c_fails_the_running_trial_and_a_rerun_continues_the_study(tmp_path
     states = [t.state for t in trained(study)]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]  # 2 in total, none twice
     assert [r["state"] for r in _csv(tmp_path / "study" / "trials.csv")] == ["FAIL", "COMPLETE"]
+
+
+def test_tune_refuses_to_run_under_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SpecError, match="cannot run under torchrun") as caught:
+        run_tune(_config(tmp_path), None, None, tmp_path / "study", quiet=True)
+    assert caught.value.hint is not None and "CUDA_VISIBLE_DEVICES" in caught.value.hint

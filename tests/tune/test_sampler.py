@@ -25,6 +25,12 @@ def test_one_seed_gives_one_study_and_other_seeds_differ() -> None:
     assert trial_seed(0, 1) != trial_seed(0, 0) != trial_seed(1, 0)
 
 
+def test_tpe_takes_over_after_the_startup_trials() -> None:
+    # The same seeds, so the same random startup trials; then TPE models them and the draws part ways.
+    random_only, modelled = _draws(TrialSeededTPE(0, n_startup_trials=10), 6), _draws(TrialSeededTPE(0, 3), 6)
+    assert random_only[:3] == modelled[:3] and random_only[3:] != modelled[3:]
+
+
 def test_two_processes_seeded_alike_propose_different_trials() -> None:
     storage = optuna.storages.InMemoryStorage()
     plain = [optuna.create_study(storage=storage, study_name="plain", sampler=optuna.samplers.TPESampler(seed=0))]
