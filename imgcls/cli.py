@@ -236,6 +236,24 @@ def lr_find_command(
     run_lr_find(load_spec(config, set_), out, options, quiet=quiet)
 
 
+@app.command("tune")
+@handled
+def tune_command(
+    config: SpecFile,
+    *,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="A YAML file with the tune section, used instead of the spec's.")
+    ] = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Study folder (default: runs/<name>-tune).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Search hyper-parameters with Optuna: trials of the spec with values from its tune: section."""
+    from imgcls.commands.tune import run_tune
+
+    run_tune(config, space, set_, out, quiet=quiet)
+
+
 @app.command("tta-eval")
 @handled
 def tta_eval_command(

@@ -51,3 +51,9 @@ class TrainingInterrupted(ImgclsError):  # noqa: N818 - an outcome the user aske
     """The user pressed Ctrl-C; a checkpoint was saved."""
 
     exit_code = 130
+
+
+class TrainingStopped(ImgclsError):  # noqa: N818 - an outcome asked for, not an error
+    """A callback ended the run before its last epoch on purpose (e.g. a pruned tuning trial)."""
+
+    exit_code = 0

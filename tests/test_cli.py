@@ -28,6 +28,18 @@ def test_misspelt_key_exits_2_with_key_line_and_suggestion(tmp_path: Path) -> No
     assert "Traceback" not in output
 
 
+def test_tune_with_a_misspelt_search_path_exits_2_with_its_line(tmp_path: Path) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text(
+        "data: {path: demo:folder}\ntrain: {stages: [{schedule: fit_one_cycle}]}\n"
+        "tune:\n  space:\n    train.stages.0.lr_maxx: {log_uniform: [1.0e-4, 1.0e-2]}\n"
+    )
+    code, output = _invoke("tune", str(spec), "--out", str(tmp_path / "study"))
+    assert code == 2
+    assert "t.yaml:5: train.stages.0.lr_maxx: unknown key 'lr_maxx' (did you mean 'lr_max'?)" in output
+    assert "Traceback" not in output and not (tmp_path / "study").exists()
+
+
 def test_spec_prints_every_default(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("data: {path: demo:folder}\ntrain: {stages: [{schedule: fit_one_cycle}]}\n")

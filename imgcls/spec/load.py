@@ -19,12 +19,14 @@ KeyPath = tuple[str | int, ...]
 
 
 @dataclass
-class _Source:
-    """Where each key of the raw mapping came from: a line of the file or a --set override."""
+class SpecSource:
+    """Where each key of the raw mapping came from: a line of the file (or of another file named in `files`,
+    e.g. a search space), or a --set override."""
 
     file: str
     lines: dict[KeyPath, int] = field(default_factory=dict)
     overrides: dict[KeyPath, str] = field(default_factory=dict)
+    files: dict[KeyPath, str] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int:
         """The line that best locates `path` (overrides sort after the file)."""
@@ -41,11 +43,11 @@ class _Source:
             if prefix in self.overrides:
                 return f"{self.overrides[prefix]} (command line)"
             if prefix in self.lines:
-                return f"{self.file}:{self.lines[prefix]}"
+                return f"{self.files.get(prefix, self.file)}:{self.lines[prefix]}"
         return self.file
 
 
-def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
+def record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
     """Fill `lines` with the 1-based line of every key, rejecting duplicate keys (YAML keeps the last)."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -59,11 +61,11 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], fil
                 )
             seen.add(key)
             lines[path + (key,)] = line
-            _record_lines(value_node, path + (key,), lines, file)
+            record_lines(value_node, path + (key,), lines, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
-            _record_lines(item, path + (index,), lines, file)
+            record_lines(item, path + (index,), lines, file)
 
 
 def _parse_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[KeyPath, int]]:
@@ -81,8 +83,32 @@ def _parse_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[KeyPath, int
         raise SpecError(f"{file}: the spec must be a mapping of sections (data:, model:, train:, ...)")
     lines: dict[KeyPath, int] = {}
     if node is not None:
-        _record_lines(node, (), lines, file)
+        record_lines(node, (), lines, file)
     return raw, lines
+
+
+def dotted_keys(dotted: str) -> KeyPath:
+    """`train.stages.0.lr_max` -> ('train', 'stages', 0, 'lr_max')."""
+    return tuple(int(k) if k.isdigit() else k for k in dotted.strip().split("."))
+
+
+def set_path(raw: dict[str, Any], keys: KeyPath, value: Any, what: str) -> None:
+    """Set raw[k0][k1]... = value, creating missing mappings; `what` starts each error message."""
+    node: Any = raw
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list) and isinstance(key, int):
+            if key >= len(node):
+                raise SpecError(f"{what}: {'.'.join(map(str, keys[:depth]))} has no item {key}")
+            node = node[key]
+        elif isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            raise SpecError(f"{what}: {'.'.join(map(str, keys[:depth]))} is not a mapping")
+    last = keys[-1]
+    settable = isinstance(node, dict) or (isinstance(node, list) and isinstance(last, int) and last < len(node))
+    if not settable:
+        raise SpecError(f"{what}: cannot set {'.'.join(map(str, keys))} here")
+    node[last] = value
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> KeyPath:
@@ -90,27 +116,13 @@ def apply_override(raw: dict[str, Any], assignment: str) -> KeyPath:
     if "=" not in assignment:
         raise SpecError(f"--set {assignment}: expected key.path=value, e.g. --set data.bs=32")
     dotted, text = assignment.split("=", 1)
-    keys: list[str | int] = [int(k) if k.isdigit() else k for k in dotted.strip().split(".")]
+    keys = dotted_keys(dotted)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    node: Any = raw
-    for depth, key in enumerate(keys[:-1]):
-        if isinstance(node, list) and isinstance(key, int):
-            if key >= len(node):
-                raise SpecError(f"--set {assignment}: {'.'.join(map(str, keys[: depth + 1]))} has no item {key}")
-            node = node[key]
-        elif isinstance(node, dict):
-            node = node.setdefault(key, {})
-        else:
-            raise SpecError(f"--set {assignment}: {'.'.join(map(str, keys[:depth]))} is not a mapping")
-    last = keys[-1]
-    settable = isinstance(node, dict) or (isinstance(node, list) and isinstance(last, int) and last < len(node))
-    if not settable:
-        raise SpecError(f"--set {assignment}: cannot set {dotted} here")
-    node[last] = value
-    return tuple(keys)
+    set_path(raw, keys, value, f"--set {assignment}")
+    return keys
 
 
 # --- turning pydantic's errors into ones a person can act on -----------------------------------------------
@@ -137,6 +149,8 @@ def _models_at(loc: KeyPath) -> list[type[BaseModel]]:
                     following.extend(_unwrap(typ.model_fields[element].annotation))
             elif typing.get_origin(typ) is list and isinstance(element, int):
                 following.extend(_unwrap(typing.get_args(typ)[0]))
+            elif typing.get_origin(typ) is dict and isinstance(element, str):
+                following.extend(_unwrap(typing.get_args(typ)[1]))
         if not following:
             # A discriminator tag (e.g. 'regex'): keep the union member whose tag it is.
             tagged = [t for t in current if _has_tag(t, element)]
@@ -197,7 +211,9 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> tuple[KeyPath, str]
     return _yaml_path(loc, raw), message
 
 
-def _spec_error(err: ValidationError, raw: dict[str, Any], source: _Source) -> SpecError:
+def _spec_error(
+    err: ValidationError, raw: dict[str, Any], source: SpecSource, title: str | None = None, hint: str | None = None
+) -> SpecError:
     found: list[tuple[int, str]] = []
     seen: set[KeyPath] = set()
     for error in err.errors():
@@ -210,13 +226,13 @@ def _spec_error(err: ValidationError, raw: dict[str, Any], source: _Source) -> S
         found.append((source.line_of(path), f"  {source.where(path)}: {dotted}: {message}"))
     lines = [text for _, text in sorted(found, key=lambda pair: pair[0])]
     return SpecError(
-        f"invalid spec {source.file}:\n" + "\n".join(lines),
-        hint="fix the keys above; `imgcls spec FILE` prints the resolved spec with every default",
+        f"{title or f'invalid spec {source.file}'}:\n" + "\n".join(lines),
+        hint=hint or "fix the keys above; `imgcls spec FILE` prints the resolved spec with every default",
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """Read, override (`a.b=value`) and validate a spec file."""
+def read_spec(path: str | Path) -> tuple[dict[str, Any], SpecSource]:
+    """The raw mapping of a YAML file and the line of each of its keys (not yet validated)."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -225,22 +241,35 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     except OSError as err:
         raise SpecError(f"cannot read spec file {file}: {err.strerror}") from None
     raw, lines = _parse_yaml(text, file)
-    source = _Source(file=file, lines=lines)
+    return raw, SpecSource(file=file, lines=lines)
+
+
+def apply_overrides(raw: dict[str, Any], source: SpecSource, overrides: list[str] | None) -> None:
+    """Apply each `a.b=value` to `raw`, remembering it as the source of that key."""
     for assignment in overrides or []:
         source.overrides[apply_override(raw, assignment)] = f"--set {assignment}"
-    raw.setdefault("name", Path(path).stem)
+
+
+def validate_spec(raw: dict[str, Any], source: SpecSource, title: str | None = None, hint: str | None = None) -> Spec:
+    """Validate a raw mapping; errors name the file and line (or override) each bad key came from, under
+    `title` (default: 'invalid spec FILE')."""
     try:
         return Spec.model_validate(raw)
     except ValidationError as err:
-        raise _spec_error(err, raw, source) from None
+        raise _spec_error(err, raw, source, title, hint) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override (`a.b=value`) and validate a spec file."""
+    raw, source = read_spec(path)
+    apply_overrides(raw, source, overrides)
+    raw.setdefault("name", Path(path).stem)
+    return validate_spec(raw, source)
 
 
 def spec_from_dict(raw: dict[str, Any], origin: str = "<spec>") -> Spec:
     """Validate an already-parsed spec (e.g. the one stored in a checkpoint)."""
-    try:
-        return Spec.model_validate(raw)
-    except ValidationError as err:
-        raise _spec_error(err, raw, _Source(file=origin)) from None
+    return validate_spec(raw, SpecSource(file=origin))
 
 
 def dump_spec(spec: Spec) -> str:

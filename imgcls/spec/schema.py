@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from imgcls.spec.base import StrictModel
 from imgcls.spec.data import AugmentSpec, DataSpec
 from imgcls.spec.train import Callback, ModelSpec, RuntimeSpec, TrainSpec
+from imgcls.spec.tune import TuneSpec
 from imgcls.targets import TARGETS
 
 
@@ -22,6 +23,8 @@ class Spec(StrictModel):
     train: TrainSpec
     callbacks: list[Callback] = Field(default_factory=list)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    # Read by `imgcls tune` only; never written out (spec.yaml, checkpoints), so a trial's spec has none.
+    tune: TuneSpec | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _fits_target(self) -> Spec:

@@ -234,6 +234,37 @@ class TensorBoardSpec(StrictModel):
     log_dir: str = "tensorboard"
 
 
+class MlflowSpec(StrictModel):
+    """Log the spec, every epoch's metrics and the run folder's files to an MLflow tracking store."""
+
+    name: Literal["mlflow"]
+    # Unset: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db in the current folder (no server needed).
+    tracking_uri: str | None = None
+    experiment: str = "imgcls"
+    # Unset: the spec's name.
+    run_name: str | None = None
+    # Unset: MLflow's default; for a local sqlite store, an mlartifacts/ folder next to the database file.
+    artifact_location: str | None = None
+    log_checkpoints: bool = False
+
+
+class WandbSpec(StrictModel):
+    """Log the spec, every epoch's metrics and the run folder's files to Weights & Biases."""
+
+    name: Literal["wandb"]
+    project: str = "imgcls"
+    entity: str | None = None
+    # Unset: $WANDB_MODE, else online. offline writes a run folder to sync later (`wandb sync`).
+    mode: Literal["online", "offline", "disabled"] | None = None
+    # Where wandb writes its wandb/ folder; unset: the run folder.
+    dir: str | None = None
+    # Unset: the spec's name.
+    run_name: str | None = None
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    log_checkpoints: bool = False
+
+
 Callback = Annotated[
     Annotated[
         MixUpSpec
@@ -242,7 +273,9 @@ Callback = Annotated[
         | EarlyStoppingSpec
         | GradientAccumulationSpec
         | GradientClipSpec
-        | TensorBoardSpec,
+        | TensorBoardSpec
+        | MlflowSpec
+        | WandbSpec,
         Field(discriminator="name"),
     ],
     BeforeValidator(named),

@@ -270,14 +270,23 @@ class Trainer:
             f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
         )
         self.console.info(f"data mode: {self.pipeline.source.mode} ({self.pipeline.source.reason})")
+        try:
+            self._stages()
+        except BaseException as err:
+            self.callbacks.end_run(self.run_dir, err)
+            raise
+        self.callbacks.end_run(self.run_dir, None)
+        return self.run_dir
+
+    def _stages(self) -> None:
+        """Every stage from the run's position on, then the closing report (rank 0)."""
         with InterruptFlag(self.spec.runtime.log_every) as interrupt:
             for index in range(self.position.stage, self.pipeline.n_stages):
                 self.stage(index, interrupt)
-        if runtime.distributed:
+        if self.runtime.distributed:
             dist.barrier()
-        if runtime.is_main:
+        if self.runtime.is_main:
             closing_report(self.run_dir, self.console)
-        return self.run_dir
 
 
 def closing_report(run_dir: Path, console: Console) -> None:

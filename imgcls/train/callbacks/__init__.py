@@ -11,6 +11,7 @@ from imgcls.registry import Registry
 from imgcls.spec.schema import Spec
 from imgcls.spec.train import Callback as CallbackSpec
 from imgcls.train.callbacks.base import Callback, CallbackList
+from imgcls.train.callbacks.experiment_tracking import MlflowTracker, WandbTracker
 from imgcls.train.callbacks.gradients import GradientAccumulation, GradientClip
 from imgcls.train.callbacks.logging import TensorBoard
 from imgcls.train.callbacks.mix import CutMix, MixUp
@@ -40,6 +41,8 @@ CALLBACKS: Registry[Builder] = Registry(
         "gradient_accumulation": lambda s, c: GradientAccumulation(s.n_acc),
         "gradient_clip": lambda s, c: GradientClip(s.max_norm, s.norm_type),
         "tensorboard": lambda s, c: TensorBoard(c.run_dir / s.log_dir, c.log_every),
+        "mlflow": lambda s, c: MlflowTracker(s, c.spec, c.run_dir),
+        "wandb": lambda s, c: WandbTracker(s, c.spec, c.run_dir),
     },
 )
 

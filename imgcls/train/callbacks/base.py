@@ -9,10 +9,12 @@ Hooks fire in this order (pinned by tests/train/callbacks/test_order.py):
         on_batch_end                    loss_value and preds set
       on_epoch_end                      state.metrics holds the epoch's row; may set state.stop
     on_fit_end
+  on_run_end(run_dir, error)            once, when train() returns (after the final report) or raises
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from imgcls.train.state import TrainState
@@ -48,6 +50,10 @@ class Callback:
     def on_fit_end(self, state: TrainState) -> None:
         """After the last epoch of a phase (or an early stop)."""
 
+    def on_run_end(self, run_dir: Path, error: BaseException | None) -> None:
+        """Once per train() call, on every rank: after the final report, or with the error that ended it
+        (TrainingInterrupted for Ctrl-C, TrainingStopped when a callback stopped the run)."""
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep for an exact resume."""
         return {}
@@ -81,6 +87,19 @@ class CallbackList:
                 if hasattr(err, "add_note"):  # Python 3.11+
                     err.add_note(f"in callback '{callback.name}', hook {hook}")
                 raise
+
+    def end_run(self, run_dir: Path, error: BaseException | None) -> None:
+        """Call every on_run_end. While an error propagates, a callback's own failure is only noted on it."""
+        for callback in self.callbacks:
+            try:
+                callback.on_run_end(run_dir, error)
+            except Exception as err:
+                if error is None:
+                    if hasattr(err, "add_note"):  # Python 3.11+
+                        err.add_note(f"in callback '{callback.name}', on_run_end")
+                    raise
+                if hasattr(error, "add_note"):
+                    error.add_note(f"callback '{callback.name}' could not finish: {err}")
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         return {cb.name: cb.state_dict() for cb in self.callbacks}

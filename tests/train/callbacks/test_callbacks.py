@@ -116,7 +116,7 @@ def test_registry_matches_the_spec_and_save_best_is_always_there(tmp_path: Path)
     union = get_args(CallbackSpec)[0]  # Annotated[Annotated[U, ...], ...] flattens to Annotated[U, ...]
     names = {get_args(m.model_fields["name"].annotation)[0] for m in get_args(union)}
     assert names == set(CALLBACKS.names())
-    ctx = CallbackContext(tmp_path, lambda k, s: None, 10, spec_from_dict(tiny_spec("x")))
+    ctx = CallbackContext(tmp_path, lambda k, s: None, 10, spec_from_dict(tiny_spec("demo:folder")))
     built = build_callbacks([MixUpSpec(name="mixup")], ctx)
     assert [type(cb) for cb in built] == [MixUp, SaveBest]
     with pytest.raises(SpecError, match="valid callback names: cutmix, early_stopping"):
