@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console as RichConsole
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, as_user_error
 
 app = typer.Typer(
     name="imgcls",
@@ -33,6 +33,19 @@ SetOption = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")]
 Which = Annotated[str, typer.Option("--checkpoint", "-c", help="best, last, or a checkpoint file of the run.")]
+AllowDataChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-data-change",
+        help="Go on when the data differs from the run's items.csv: the recorded items, split and vocab are used.",
+    ),
+]
+TrustSpec = Annotated[
+    bool,
+    typer.Option(
+        "--trust-spec", help="Re-run the run's labeller on the data (imports its label function) to compare classes."
+    ),
+]
 
 
 def handled(command: F) -> F:
@@ -43,13 +56,14 @@ def handled(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ImgclsError as err:
-            errors = RichConsole(stderr=True, highlight=False, soft_wrap=True)
-            # Under torchrun every rank prints its own error; say which one.
-            rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-            errors.print(f"error{rank}: {err.message}", style="red", markup=False)
-            if err.hint:
-                errors.print(f"  hint: {err.hint}", markup=False)
+            _report(err)
             raise typer.Exit(err.exit_code) from None
+        except (OSError, MemoryError) as err:
+            mapped = as_user_error(err)
+            if mapped is None:
+                raise
+            _report(mapped)
+            raise typer.Exit(mapped.exit_code) from None
         except KeyboardInterrupt:
             # The second Ctrl-C: stop at once. Training's last checkpoint (or the one the first Ctrl-C was
             # saving, if its rename completed) is intact either way: checkpoints are written atomically.
@@ -57,6 +71,15 @@ def handled(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(err: ImgclsError) -> None:
+    errors = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+    # Under torchrun every rank prints its own error; say which one.
+    rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    errors.print(f"error{rank}: {err.message}", style="red", markup=False)
+    if err.hint:
+        errors.print(f"  hint: {err.hint}", markup=False)
 
 
 def _console(quiet: bool = False) -> Any:
@@ -183,13 +206,14 @@ def train_command(
     gpus: Annotated[
         int, typer.Option("--gpus", help="Start torchrun with this many processes on this machine (DDP).")
     ] = 1,
+    allow_data_change: AllowDataChange = False,
 ) -> None:
     """Train the model the spec describes; checkpoints, metrics.csv and reports go to the run folder."""
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_torchrun(gpus))
     from imgcls.commands.train import run_train
 
-    run_train(config, set_, out, resume, quiet)
+    run_train(config, set_, out, resume, quiet, allow_data_change)
 
 
 def _torchrun(processes: int) -> int:
@@ -266,11 +290,22 @@ def tta_eval_command(
         bool, typer.Option("--use-max", help="Blend with the element-wise maximum instead of the mean.")
     ] = False,
     quiet: Quiet = False,
+    allow_data_change: AllowDataChange = False,
+    trust_spec: TrustSpec = False,
 ) -> None:
     """Evaluate the validation set plainly and with test-time augmentation; write tta.csv and tta.json."""
     from imgcls.commands.tta import run_tta
 
-    run_tta(run, checkpoint, n=n, beta=beta, use_max=use_max, quiet=quiet)
+    run_tta(
+        run,
+        checkpoint,
+        n=n,
+        beta=beta,
+        use_max=use_max,
+        quiet=quiet,
+        allow_data_change=allow_data_change,
+        trust_spec=trust_spec,
+    )
 
 
 @app.command("interpret")
@@ -285,11 +320,22 @@ def interpret_command(
         int, typer.Option("--min-count", help="Least count for a pair to be listed as most confused.")
     ] = 1,
     quiet: Quiet = False,
+    allow_data_change: AllowDataChange = False,
+    trust_spec: TrustSpec = False,
 ) -> None:
     """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
     from imgcls.commands.interpret import run_interpret
 
-    run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)
+    run_interpret(
+        run,
+        checkpoint,
+        out,
+        k=k,
+        min_count=min_count,
+        quiet=quiet,
+        allow_data_change=allow_data_change,
+        trust_spec=trust_spec,
+    )
 
 
 @app.command("predict")

@@ -16,9 +16,12 @@ def run_interpret(
     k: int = TOP_K,
     min_count: int = 1,
     quiet: bool = False,
+    *,
+    allow_data_change: bool = False,
+    trust_spec: bool = False,
 ) -> Path:
     console = Console(quiet)
-    loaded = load_run(run_dir, which)
+    loaded = load_run(run_dir, which, allow_data_change=allow_data_change, trust_spec=trust_spec, console=console)
     folder = out or run_dir / "interpret"
     folder.mkdir(parents=True, exist_ok=True)
     console.info(f"interpret: {loaded.checkpoint.path} on the validation items")

@@ -36,9 +36,12 @@ def run_tta(
     beta: float = BETA,
     use_max: bool = False,
     quiet: bool = False,
+    *,
+    allow_data_change: bool = False,
+    trust_spec: bool = False,
 ) -> TTAResult:
     console = Console(quiet)
-    loaded = load_run(run_dir, which)
+    loaded = load_run(run_dir, which, allow_data_change=allow_data_change, trust_spec=trust_spec, console=console)
     result = tta(loaded, n, beta, use_max, console)
     how = "max(plain, max(augmented))" if use_max else f"{1 - beta:g} * mean(augmented) + {beta:g} * plain"
     console.info(

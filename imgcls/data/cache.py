@@ -63,8 +63,9 @@ def has_random_window(transform: ItemTransform | None) -> bool:
 class PresizeCache:
     """Per-item files under `folder` for one item transform and split (`train` picks the entry kind)."""
 
-    def __init__(self, folder: Path, transform: ItemTransform | None, train: bool) -> None:
+    def __init__(self, folder: Path, transform: ItemTransform | None, train: bool, writable: bool = True) -> None:
         self.folder = folder
+        self.writable = writable  # False when evaluating a run: its cache is read, never written
         self.transform = transform
         self.kind = "source" if train and has_random_window(transform) else "final"
         self._tag = f"{transform_key(transform)}|{self.kind}"
@@ -97,6 +98,8 @@ class PresizeCache:
         return pixels.reshape(shape_h, shape_w, 3), (width, height)
 
     def write(self, entry: Path, pixels: np.ndarray, size: tuple[int, int]) -> None:
+        if not self.writable:
+            return
         entry.parent.mkdir(parents=True, exist_ok=True)
         handle, scratch = tempfile.mkstemp(dir=entry.parent, prefix=".", suffix=".tmp")
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from imgcls.data.cache import PresizeCache
 from imgcls.data.dataset import ImageDataset
@@ -12,6 +14,7 @@ from imgcls.data.items import ItemList, collect_items
 from imgcls.data.labels import label_items
 from imgcls.data.sources import resolve_root
 from imgcls.data.splits import SplitIndices, split_items
+from imgcls.errors import DataError
 from imgcls.spec.data import DataSpec
 from imgcls.targets import TARGETS, EncodedTargets, Target
 
@@ -43,12 +46,24 @@ class DataBundle:
         indices = self.split.train if train else self.split.valid
         return self.target.class_counts(self.targets.values[indices])
 
+    def without(self, items: set[int]) -> DataBundle:
+        """The same data with `items` (item indices) left out of both splits."""
+        if not items:
+            return self
+        drop = np.array(sorted(items), dtype=np.int64)
+        split = SplitIndices(np.setdiff1d(self.split.train, drop), np.setdiff1d(self.split.valid, drop))
+        for name, indices in (("training", split.train), ("validation", split.valid)):
+            if len(indices) == 0:
+                raise DataError(f"no readable item is left in the {name} set ({len(items)} unreadable left out)")
+        return replace(self, split=split)
+
     def valid_items(self) -> list[str]:
         """Validation items relative to the data root: the record of the split kept with each run."""
         return [self.items.relative(int(i)) for i in self.split.valid]
 
 
 def build_data(spec: DataSpec, quiet: bool = False) -> DataBundle:
+    """Items, labels (the spec's labeller runs: a callable is imported), split and encoded targets."""
     root: Path = resolve_root(spec, quiet)
     items = collect_items(root, spec.items)
     labels = label_items(items, spec.labels)

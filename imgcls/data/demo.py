@@ -228,10 +228,11 @@ LAYOUTS: dict[str, Callable[[Path, float], object]] = {
 }
 
 
-def ensure_demo(layout: str, home: Path | None = None, scale: float = 1.0) -> Path:
+def ensure_demo(layout: str, home: Path | None = None, scale: float = 1.0, generate: bool = True) -> Path:
     """The folder of a demo layout, generated (atomically: a temp folder renamed into place) if missing.
 
-    `scale` < 1 generates fewer images (tests use tiny versions); it is part of the folder name.
+    `scale` < 1 generates fewer images (tests use tiny versions); it is part of the folder name. Without
+    `generate` a missing folder is an error (evaluating a run never writes data).
     """
     from imgcls.errors import SpecError
     from imgcls.registry import did_you_mean
@@ -245,6 +246,13 @@ def ensure_demo(layout: str, home: Path | None = None, scale: float = 1.0) -> Pa
     target = (home or imgcls_home()) / "datasets" / f"demo-{VERSION}" / f"{layout}{suffix}"
     if target.is_dir():
         return target
+    if not generate:
+        from imgcls.errors import DataError
+
+        raise DataError(
+            f"the demo dataset {target} does not exist",
+            hint=f"generate it first: imgcls summary on a spec with data.path: demo:{layout}",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{layout}-", dir=target.parent))
     try:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from imgcls.data.dataset import BadItem, ImageDataset, Sample
-from imgcls.errors import DataError
+from imgcls.errors import DataError, UnreadableImagesError
 
 
 @dataclass
@@ -86,11 +86,7 @@ def check_batch(batch: Batch, on_bad_image: str, skipped: list[BadItem]) -> None
     if not batch.bad:
         return
     if on_bad_image == "error":
-        first = batch.bad[0]
-        raise DataError(
-            f"cannot read image {first.path}: {first.reason}",
-            hint="delete or replace the file, or set data.on_bad_image: skip to leave unreadable files out",
-        )
+        raise UnreadableImagesError([(item.path, item.reason) for item in batch.bad])
     skipped.extend(batch.bad)
 
 

@@ -26,6 +26,10 @@ class ResidentData:
     images: torch.Tensor  # (N, 3, H, W) uint8 on the device, channels-last in memory
     targets: torch.Tensor  # on the device
     indices: torch.Tensor  # item indices, on the CPU
+    skipped: list[BadItem]  # items that could not be read (data.on_bad_image: skip): not in the tensors
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -58,4 +62,4 @@ def load_resident(dataset: ImageDataset, device: torch.device, workers: int, on_
     if not images:
         raise DataError("no item could be loaded for the resident dataset")
     stacked = torch.cat(images).contiguous(memory_format=torch.channels_last)
-    return ResidentData(stacked, torch.cat(targets), torch.cat(indices))
+    return ResidentData(stacked, torch.cat(targets), torch.cat(indices), skipped)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -33,7 +35,7 @@ def download(url: str, destination: Path, quiet: bool = False) -> Path:
                     while chunk := response.read(_CHUNK):
                         scratch.write(chunk)
                         progress.advance(task, len(chunk))
-        except (urllib.error.URLError, OSError, ValueError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             partial.unlink(missing_ok=True)
             raise DataError(
                 f"cannot download {url}: {err}",
@@ -43,15 +45,28 @@ def download(url: str, destination: Path, quiet: bool = False) -> Path:
     return destination
 
 
-def _extract(archive: Path, into: Path) -> None:
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")
-    elif zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(into)
-    else:
-        raise DataError(f"{archive} is neither a tar nor a zip archive")
+def _extract(archive: Path, into: Path, url: str) -> None:
+    """Unpack a tar or zip archive. tar's "data" filter refuses members that would land outside `into` (`..`,
+    absolute paths, links out); zipfile drops such path parts itself."""
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                tar.extractall(into, filter="data")
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(into)
+        else:
+            raise DataError(f"{url} is neither a tar nor a zip archive", hint="check data.url")
+    except tarfile.FilterError as err:
+        raise DataError(
+            f"{url} holds a member that would be written outside the dataset folder: {err}",
+            hint="the archive is unsafe; nothing of it was kept",
+        ) from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise DataError(
+            f"{url} is a damaged or truncated archive: {err or type(err).__name__}",
+            hint="download it again (delete it if it was cached), or unpack it yourself and set data.path",
+        ) from None
 
 
 def fetch_dataset(url: str, target: Path, quiet: bool = False) -> Path:
@@ -67,7 +82,7 @@ def fetch_dataset(url: str, target: Path, quiet: bool = False) -> Path:
     try:
         archive = download(url, scratch / "archive", quiet)
         unpacked = scratch / "unpacked"
-        _extract(archive, unpacked)
+        _extract(archive, unpacked, url)
         entries = list(unpacked.iterdir())
         source = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
         source.replace(target)
@@ -76,14 +91,15 @@ def fetch_dataset(url: str, target: Path, quiet: bool = False) -> Path:
     return target
 
 
-def resolve_root(spec: DataSpec, quiet: bool = False) -> Path:
-    """The folder items are found in. Relative paths are relative to the working directory."""
+def resolve_root(spec: DataSpec, quiet: bool = False, fetch: bool = True) -> Path:
+    """The folder items are found in. Relative paths are relative to the working directory. Without `fetch`
+    nothing is downloaded or generated (a run folder being evaluated names its data; it never fetches it)."""
     if spec.path.startswith("demo:"):
         # demo:<layout> or demo:<layout>@<scale> (a smaller version, for tests and smoke runs)
         layout, _, scale = spec.path.removeprefix("demo:").partition("@")
-        return ensure_demo(layout, scale=float(scale) if scale else 1.0)
+        return ensure_demo(layout, scale=float(scale) if scale else 1.0, generate=fetch)
     root = Path(spec.path).expanduser()
-    if not root.exists() and spec.url is not None:
+    if not root.exists() and spec.url is not None and fetch:
         return fetch_dataset(spec.url, root, quiet)
     if not root.exists():
         raise DataError(

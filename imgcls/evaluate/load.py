@@ -8,11 +8,14 @@ from pathlib import Path
 from torch import nn
 
 from imgcls.augment.pipeline import BatchAugment
+from imgcls.data.datablock import DataBundle
 from imgcls.errors import TrainingError
+from imgcls.report.console import Console
 from imgcls.spec.schema import Spec
 from imgcls.targets import Target
 from imgcls.train.builder import Pipeline
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint
+from imgcls.train.folders import recorded_data
 from imgcls.train.runtime import Runtime, resolve_runtime
 
 
@@ -50,24 +53,52 @@ class LoadedRun:
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
     """`best`, `last`, or a path to a checkpoint file."""
-    if which in ("best", "last"):
-        path = run_dir / "checkpoints" / f"{which}.safetensors"
-        if not path.is_file() and not run_dir.is_dir():
-            raise TrainingError(
-                f"run folder not found: {run_dir}", hint="give the folder `imgcls train` printed, e.g. runs/demo"
-            )
+    if which not in ("best", "last"):
+        return Path(which)
+    path = run_dir / "checkpoints" / f"{which}.safetensors"
+    if path.is_file():
         return path
-    return Path(which)
+    if not run_dir.is_dir():
+        raise TrainingError(
+            f"run folder not found: {run_dir}", hint="give the folder `imgcls train` printed, e.g. runs/demo"
+        )
+    other = "last" if which == "best" else "best"
+    if (run_dir / "checkpoints" / f"{other}.safetensors").is_file():
+        raise TrainingError(
+            f"{run_dir} has no {which} checkpoint (checkpoints/{which}.safetensors)",
+            hint=f"use --checkpoint {other}"
+            + (": no epoch improved the monitored metric, or the run stopped first" if which == "best" else ""),
+        )
+    return path
 
 
-def load_run(run_dir: Path, which: str = "best", device: str | None = None, quiet: bool = True) -> LoadedRun:
-    """The run's `which` checkpoint with the pipeline of its record (one process, on `device` if given)."""
+def load_run(
+    run_dir: Path,
+    which: str = "best",
+    device: str | None = None,
+    quiet: bool = True,
+    *,
+    allow_data_change: bool = False,
+    trust_spec: bool = False,
+    console: Console | None = None,
+) -> LoadedRun:
+    """The run's `which` checkpoint with the pipeline of its record (one process, on `device` if given).
+
+    Loading is reading data: the model is rebuilt from the checkpoint's weights alone (never pretrained, never
+    from a weights file), the validation items come from the run's items.csv (its labeller is not run, nothing is
+    downloaded or generated) and its presize cache is read, never written. `trust_spec` runs the stored spec's
+    labeller instead, to compare the classes as well as the files."""
     checkpoint = read_checkpoint(checkpoint_path(run_dir, which))
-    spec = checkpoint.record.spec_model(str(checkpoint.path))
+    record = checkpoint.record
+    spec = record.spec_model(str(checkpoint.path))
     if device is not None:
         spec = spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"device": device})})
     runtime = resolve_runtime(spec.runtime, distributed=False)
-    pipeline = Pipeline(spec, runtime, checkpoint.record, quiet=quiet)
+
+    def data() -> DataBundle:
+        return recorded_data(spec, record, run_dir, relabel=trust_spec, allow_change=allow_data_change, console=console)
+
+    pipeline = Pipeline(spec, runtime, record, quiet=quiet, data_factory=data, writes_cache=False)
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     return LoadedRun(run_dir, checkpoint, pipeline, model)
 

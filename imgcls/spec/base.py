@@ -21,8 +21,12 @@ def _size_pair(value: Any) -> Any:
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Sides up to 8192 px: an 8192 x 8192 RGB image is 201 MB as uint8, already far beyond any batch that trains.
+Side = Annotated[int, Field(gt=0, le=8192)]
 # A size in pixels: one int for a square, or [height, width].
-Size = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_size_pair)]
+Size = Annotated[tuple[Side, Side], BeforeValidator(_size_pair)]
+# Epochs of a phase: a typo such as 1e23 is refused (100,000 epochs is more than any schedule needs).
+Epochs = Annotated[int, Field(gt=0, le=100_000)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]

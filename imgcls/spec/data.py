@@ -233,7 +233,7 @@ class DataSpec(StrictModel):
     """Where the items are, how they are labelled and split, and how each image is presized."""
 
     # A folder, `demo:<layout>` (generated on first use) or a folder that `url` is downloaded into.
-    path: str
+    path: Annotated[str, Field(min_length=1)]
     url: str | None = None
     # [image, <target>]: the target is a name of imgcls.targets.TARGETS.
     blocks: list[str] = Field(default_factory=lambda: ["image", "category"])

@@ -47,8 +47,17 @@ class SpecSource:
         return self.file
 
 
-def record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
-    """Fill `lines` with the 1-based line of every key, rejecting duplicate keys (YAML keeps the last)."""
+def record_lines(
+    node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str, inside: frozenset[int] = frozenset()
+) -> None:
+    """Fill `lines` with the 1-based line of every key, rejecting duplicate keys (YAML keeps the last) and aliases
+    that refer to an anchor they are inside (`a: &x [*x]` would be an endless structure)."""
+    if id(node) in inside:
+        raise SpecError(
+            f"{file}:{node.start_mark.line + 1}: {'.'.join(map(str, path))} refers to itself through a YAML alias",
+            hint="an alias (*name) may repeat an anchor (&name) defined elsewhere, not one it is inside",
+        )
+    inside = inside | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -61,11 +70,11 @@ def record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file
                 )
             seen.add(key)
             lines[path + (key,)] = line
-            record_lines(value_node, path + (key,), lines, file)
+            record_lines(value_node, path + (key,), lines, file, inside)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
-            record_lines(item, path + (index,), lines, file)
+            record_lines(item, path + (index,), lines, file, inside)
 
 
 def _parse_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[KeyPath, int]]:
@@ -238,6 +247,11 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], SpecSource]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {file}") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{file} is not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x})",
+            hint="save the spec as UTF-8; a spec is a YAML text file",
+        ) from None
     except OSError as err:
         raise SpecError(f"cannot read spec file {file}: {err.strerror}") from None
     raw, lines = _parse_yaml(text, file)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from imgcls.spec.base import StrictModel
 from imgcls.spec.data import AugmentSpec, DataSpec
@@ -16,6 +16,15 @@ class Spec(StrictModel):
 
     # Run folder name under runs/; unset = the spec file's stem.
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        # The name becomes runs/<name>: a path in it would put the run somewhere else.
+        if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
+            raise ValueError(f"name must be a plain folder name (no '/', not '.' or '..'), got '{name}'; use --out DIR")
+        return name
+
     seed: int = 42
     data: DataSpec
     augment: AugmentSpec = Field(default_factory=AugmentSpec)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from imgcls.spec.base import (
+    Epochs,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
@@ -72,7 +73,7 @@ class StageBase(StrictModel):
     size: Size | None = None
     # Batch size for this stage; unset = data.bs.
     bs: PositiveInt | None = None
-    epochs: PositiveInt = 1
+    epochs: Epochs = 1
     # Weight decay for this stage; unset = train.wd.
     wd: NonNegativeFloat | None = None
 
@@ -95,7 +96,7 @@ class FineTuneStage(StageBase):
 
     schedule: Literal["fine_tune"]
     base_lr: PositiveFloat = 2e-3
-    freeze_epochs: Annotated[int, Field(ge=0)] = 1
+    freeze_epochs: Annotated[int, Field(ge=0, le=100_000)] = 1
     lr_mult: PositiveFloat = 100.0
     pct_start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     div: PositiveFloat = 5.0
@@ -295,6 +296,9 @@ class RuntimeSpec(StrictModel):
     compile: bool = False
     # Training batches between progress-bar refreshes (each refresh waits for the device).
     log_every: PositiveInt = 10
+    # Minutes between checkpoints/last.safetensors written in the middle of an epoch (0: at epoch ends only):
+    # a kill loses at most this much training. Each write takes about as long as saving the weights twice.
+    checkpoint_every: NonNegativeFloat = 5.0
 
     @field_validator("device")
     @classmethod

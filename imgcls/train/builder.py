@@ -201,20 +201,32 @@ class Pipeline:
         *,
         quiet: bool = True,
         data_factory: Callable[[], DataBundle] | None = None,
+        writes_cache: bool = True,
     ) -> None:
         self.spec, self.runtime, self.record, self.quiet = spec, runtime, record, quiet
+        self.writes_cache = writes_cache
         self._data_factory = data_factory or (lambda: build_data(spec.data, quiet))
+        self._data: DataBundle | None = None
         self._normalizer: Normalizer | None = None
         self._normalizer_known = False
 
     # --- data ---------------------------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def data(self) -> DataBundle:
-        data = self._data_factory()
-        if self.record is not None:
-            self._check_target(data)
-        return data
+        """The items, split and encoded targets (built on first use)."""
+        if self._data is None:
+            data = self._data_factory()
+            if self.record is not None:
+                self._check_target(data)
+            self._data = data
+        return self._data
+
+    def leave_out(self, items: set[int]) -> None:
+        """Drop `items` (item indices that cannot be read) from both splits, before any batch is sampled."""
+        self._data = self.data.without(items)
+        if "source" in self.__dict__:
+            self.source.data = self._data
 
     def _check_target(self, data: DataBundle) -> None:
         recorded = self.record.target.block() if self.record is not None else None
@@ -233,7 +245,7 @@ class Pipeline:
 
     @cached_property
     def source(self) -> DataSource:
-        return DataSource(self.spec, self.data, self.runtime)
+        return DataSource(self.spec, self.data, self.runtime, self.writes_cache)
 
     # --- stages -------------------------------------------------------------------------------------------
 

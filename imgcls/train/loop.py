@@ -90,11 +90,19 @@ def check_finite(state: TrainState) -> None:
     value = state.smooth.get()
     if not math.isfinite(value):
         pos = state.position
+        ways = ["lower the learning rate (imgcls lr-find suggests one)", "add the gradient_clip callback"]
+        if state.runtime.precision == "fp16":
+            ways.append("use runtime.precision: bf16 or fp32 (fp16 overflows first)")
+        last = state.run_dir / "checkpoints" / "last.safetensors"
+        kept = (
+            f"{last} holds the weights of the last checkpoint before it"
+            if last.is_file()
+            else "no checkpoint was written before it: start the run again"
+        )
         raise TrainingError(
-            f"the training loss became {value} at stage {pos.stage}, "
-            f"{state.phase_name} epoch {pos.epoch}, batch {pos.batch}",
-            hint="lower the learning rate (imgcls lr-find suggests one), add gradient_clip, or use bf16/fp32; "
-            "checkpoints/last.safetensors still holds the weights of the last finished epoch",
+            f"the training loss became {value} at stage {pos.stage + 1}, "
+            f"{state.phase_name} epoch {pos.epoch + 1}, batch {pos.batch}",
+            hint=f"{'; '.join(ways)}; {kept}",
         )
 
 

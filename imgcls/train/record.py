@@ -68,6 +68,25 @@ class SmoothRecord(_Record):
     count: int = 0
 
 
+class SkippedRecord(_Record):
+    """An item left out of the run because its file could not be read (data.on_bad_image: skip)."""
+
+    path: str  # relative to the data root
+    split: str
+    reason: str
+
+
+class DataRecord(_Record):
+    """The run's data as items.csv in the run folder holds it: `fingerprint` is the sha256 of that file, so that
+    an edited manifest is refused; `dtype` the encoded targets' numpy dtype."""
+
+    manifest: str = "items.csv"
+    fingerprint: str
+    items: int
+    dtype: str
+    skipped: list[SkippedRecord] = Field(default_factory=list)
+
+
 class OptimizerRecord(_Record):
     """The optimizer's param groups and non-tensor state; its tensors are stored as `optim.<id>.<name>`."""
 
@@ -93,6 +112,8 @@ class RunRecord(_Record):
     scaler: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)  # the epoch row this checkpoint was written after
     optimizer: OptimizerRecord | None = None
+    # None in runs written before data manifests (they are evaluated only with --trust-spec)
+    data: DataRecord | None = None
 
     def stamped(self) -> RunRecord:
         return self.model_copy(update={"written": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -102,7 +123,9 @@ class RunRecord(_Record):
         return spec_from_dict(self.spec, origin=origin)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"))
+        # Python's json keeps inf and NaN (a monitor's best before its first improvement, a diverged metric);
+        # pydantic's JSON mode would turn them into null.
+        return json.dumps(self.model_dump())
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> RunRecord:

@@ -14,7 +14,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from imgcls.errors import DataError, TrainingInterrupted
+from imgcls.data.datablock import DataBundle
+from imgcls.data.manifest import DataManifest
+from imgcls.errors import DataError, TrainingInterrupted, UnreadableImagesError
 from imgcls.report.console import Console
 from imgcls.report.env import environment
 from imgcls.report.plots import plot_metrics
@@ -27,11 +29,11 @@ from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
-from imgcls.train.folders import start_run
+from imgcls.train.folders import LAST, recorded_data, start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.metrics import Metric
 from imgcls.train.optim import build_optimizer, set_frozen
-from imgcls.train.record import PositionRecord, RunRecord, SmoothRecord, TargetRecord
+from imgcls.train.record import DataRecord, PositionRecord, RunRecord, SkippedRecord, SmoothRecord, TargetRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
 from imgcls.train.schedule import Phase, stage_phases
 from imgcls.train.state import Position, SmoothLoss, TrainState
@@ -71,14 +73,28 @@ class Trainer:
         console: Console,
         resume: Checkpoint | None,
         extra: Sequence[Callback],
+        allow_data_change: bool = False,
     ) -> None:
         self.spec, self.runtime, self.run_dir, self.console = spec, runtime, run_dir, console
         self._pending = resume
         # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
         torch.manual_seed(spec.seed)
         record = resume.record if resume is not None else None
-        self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet)
-        self.data = rank_zero_first(runtime, lambda: self.pipeline.data)
+        self._resumed_data = record.data if record is not None else None
+        factory = None
+        if record is not None:  # the recorded items, split and vocab, checked against the data on disk
+
+            def factory() -> DataBundle:
+                assert record is not None
+                return recorded_data(
+                    spec, record, run_dir, relabel=True, allow_change=allow_data_change, console=console
+                )
+
+        self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet, data_factory=factory)
+        full = rank_zero_first(runtime, lambda: self.pipeline.data)
+        self.manifest = DataManifest.of(full) if record is None or record.data is None else None
+        self.skipped = self._leave_out_unreadable(full)
+        self.data = self.pipeline.data
         self.model = self._model(resume)
         self.scaler = runtime.grad_scaler()
         self.size: tuple[int, int] | None = None
@@ -88,6 +104,28 @@ class Trainer:
         if resume is not None:
             self.callbacks.load_state_dict(resume.record.callbacks)
             self.position = Position(**resume.record.position.model_dump())
+
+    def _leave_out_unreadable(self, data: DataBundle) -> list[SkippedRecord]:
+        """data.on_bad_image: skip reads every item before sampling and leaves out the ones it cannot read."""
+        if self.spec.data.on_bad_image != "skip":
+            return []
+        bad = self.pipeline.source.scan(self.console)
+        if not bad:
+            return []
+        valid = {int(i) for i in data.split.valid}
+        self.pipeline.leave_out({item.index for item in bad})
+        skipped = [
+            SkippedRecord(
+                path=data.items.relative(item.index),
+                split="valid" if item.index in valid else "train",
+                reason=item.reason,
+            )
+            for item in bad
+        ]
+        shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:3])
+        more = f"; ... ({len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        self.console.warn(f"left out {len(skipped)} unreadable image(s) (data.on_bad_image: skip): {shown}{more}")
+        return skipped
 
     def _model(self, resume: Checkpoint | None) -> nn.Module:
         """The model on its device: fresh, or with the checkpoint's weights and global RNG state."""
@@ -113,6 +151,7 @@ class Trainer:
             position.update(epoch=state.phase.epochs, batch=0)
         smooth = state.smooth.to_dict()
         return RunRecord(
+            data=self.data_record,
             kind="last" if kind == "last" else "best",
             spec=self.spec.model_dump(mode="json"),
             target=TargetRecord.of(self.pipeline.target),
@@ -133,14 +172,30 @@ class Trainer:
             path = self.run_dir / "checkpoints" / f"{kind}.safetensors"
             write_checkpoint(path, self.model, self.record(kind, state), optimizer)
 
+    @property
+    def data_record(self) -> DataRecord | None:
+        """The manifest's fingerprint and the items left out; a resumed run keeps its recorded manifest."""
+        if self.manifest is None:
+            recorded = self._resumed_data
+            assert recorded is not None  # no new manifest only when the resumed record has one
+            return recorded.model_copy(update={"skipped": self.skipped or recorded.skipped})
+        dtype = str(self.manifest.values.dtype)
+        return DataRecord(
+            fingerprint=self.manifest.fingerprint(), items=len(self.manifest.paths), dtype=dtype, skipped=self.skipped
+        )
+
     # --- the run folder -----------------------------------------------------------------------------------
 
     def prepare_folder(self) -> None:
-        """spec.yaml, env.json and split.json; on resume, metrics.csv cut back to the checkpoint's epochs."""
+        """spec.yaml, env.json, split.json, items.csv and skipped.csv; on resume, metrics.csv cut back to the
+        checkpoint's epochs (items.csv stays: the checkpoints' fingerprint is of it)."""
         if not self.runtime.is_main:
             return
         folder, data = self.run_dir, self.data
         folder.mkdir(parents=True, exist_ok=True)
+        if self.manifest is not None:
+            self.manifest.write(folder)
+        self._write_skipped()
         (folder / "spec.yaml").write_text(dump_spec(self.spec))
         env = environment(self.runtime.device, self.runtime.world)
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
@@ -153,6 +208,16 @@ class Trainer:
                 rows = list(csv.reader(handle))
             with open(metrics_file, "w", newline="") as handle:
                 csv.writer(handle).writerows(rows[: done + 1])
+
+    def _write_skipped(self) -> None:
+        path = self.run_dir / "skipped.csv"
+        if not self.skipped:
+            path.unlink(missing_ok=True)
+            return
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "split", "reason"])
+            writer.writerows([s.path, s.split, s.reason] for s in self.skipped)
 
     # --- stages and phases --------------------------------------------------------------------------------
 
@@ -172,7 +237,7 @@ class Trainer:
 
     def _core_callbacks(self, loaders: StageLoaders) -> list[Callback]:
         columns = metric_columns(self.pipeline.metrics)
-        cbs: list[Callback] = [SaveLast(self.write)]
+        cbs: list[Callback] = [SaveLast(self.write, 60.0 * self.spec.runtime.checkpoint_every)]
         if self.runtime.is_main:
             cbs.append(CSVLogger(self.run_dir / "metrics.csv", columns))
         cbs.append(ProgressDisplay(self.console, columns, self.spec.runtime.log_every, self._describe(loaders)))
@@ -256,6 +321,13 @@ class Trainer:
             raise TrainingInterrupted(
                 f"{err.message}; saved {last}", hint=f"resume with: imgcls train --resume {self.run_dir}"
             ) from None
+        except UnreadableImagesError as err:
+            self.write("last", state)
+            raise DataError(
+                err.message,
+                hint=f"delete or replace them and resume with `imgcls train --resume {self.run_dir}`, or go on without "
+                f"every unreadable file: imgcls train --resume {self.run_dir} --set data.on_bad_image=skip",
+            ) from None
         except DataError as err:
             self.write("last", state)
             raise DataError(
@@ -286,19 +358,23 @@ class Trainer:
         if self.runtime.distributed:
             dist.barrier()
         if self.runtime.is_main:
-            closing_report(self.run_dir, self.console)
+            closing_report(self.run_dir, self.console, self.pipeline.data)
 
 
-def closing_report(run_dir: Path, console: Console) -> None:
+def closing_report(run_dir: Path, console: Console, data: DataBundle) -> None:
     """metrics.png, then the best checkpoint on the validation set through its target's report."""
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():
         plot_metrics(metrics_csv, run_dir / "metrics.png")
-    checkpoint = read_checkpoint(run_dir / "checkpoints" / "best.safetensors")
+    path = run_dir / "checkpoints" / "best.safetensors"
+    if not path.is_file():  # save_best never saw its monitor improve (e.g. a NaN on every epoch)
+        console.warn(f"no best checkpoint: the monitored metric never improved; reporting on {LAST.name}")
+        path = run_dir / LAST
+    checkpoint = read_checkpoint(path)
     record = checkpoint.record
     spec = record.spec_model(str(checkpoint.path))
     runtime = resolve_runtime(spec.runtime, distributed=False)
-    pipeline = Pipeline(spec, runtime, record)
+    pipeline = Pipeline(spec, runtime, record, data_factory=lambda: data)
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     augment = pipeline.augment(pipeline.eval_size)
     predictions = evaluate(model, pipeline.batches("valid"), runtime)
@@ -322,17 +398,18 @@ def train(
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
     console: Console | None = None,
+    allow_data_change: bool = False,
 ) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
-    in `out` from that checkpoint's position. `callbacks` run besides the spec's. Under torchrun, every rank
-    calls this."""
+    in `out` from that checkpoint's position (on the recorded data; `allow_data_change` goes on when the files
+    changed). `callbacks` run besides the spec's. Under torchrun, every rank calls this."""
     runtime = resolve_runtime(spec.runtime)
     try:
         run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
         display = console or Console(quiet, enabled=runtime.is_main)
         for note in runtime.notes:
             display.warn(note)
-        return Trainer(spec, runtime, run_dir, display, resume, callbacks).run()
+        return Trainer(spec, runtime, run_dir, display, resume, callbacks, allow_data_change).run()
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -21,6 +21,7 @@ from imgcls.data.images import oriented_size
 from imgcls.data.loaders import Collate, EpochBatchSampler, default_workers, make_loader
 from imgcls.data.resident import ResidentData, available_bytes, load_resident
 from imgcls.errors import DataError
+from imgcls.report.console import Console
 from imgcls.spec.schema import Spec
 from imgcls.train.runtime import Runtime
 
@@ -59,8 +60,9 @@ def resolve_mode(spec: Spec, data: DataBundle, runtime: Runtime) -> tuple[str, s
 class DataSource:
     """Batches of one split in the run's data mode; a resident split is loaded once and shared by every stage."""
 
-    def __init__(self, spec: Spec, data: DataBundle, runtime: Runtime) -> None:
+    def __init__(self, spec: Spec, data: DataBundle, runtime: Runtime, writes_cache: bool = True) -> None:
         self.spec, self.data, self.runtime = spec, data, runtime
+        self.writes_cache = writes_cache  # evaluating a run reads its presize cache and writes nothing there
         self.mode, self.reason = resolve_mode(spec, data, runtime)
         folder = Path(spec.data.cache_dir).expanduser() if spec.data.cache_dir else imgcls_home() / "cache"
         self.cache_dir = folder
@@ -85,15 +87,42 @@ class DataSource:
         augment_train = train if augment_train is None else augment_train
         random_items = train if random_items is None else random_items
         seed = spec.seed + seed_offset
-        n_items = len(data.split.train if train else data.split.valid)
-        sampler = EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
         options = BatchOptions(augment_train, seed, runtime.channels_last, data.target.spatial)
         if self.mode == "resident":
-            return ResidentLoader(self.resident(train), sampler, augment, options)
-        cache = PresizeCache(self.cache_dir, data.item_tfm, random_items) if self.mode == "cache" else None
+            # Sampled over what was loaded: items that could not be read are not in the tensor.
+            resident = self.resident(train)
+            sampler = EpochBatchSampler(len(resident), bs, train, spec.seed, runtime.rank, runtime.world)
+            return ResidentLoader(resident, sampler, augment, options)
+        n_items = len(data.split.train if train else data.split.valid)
+        sampler = EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
+        cache = self._cache(random_items)
         dataset = data.dataset(train, seed, randomized=random_items, cache=cache)
         loader = make_loader(dataset, sampler, worker_count(spec, runtime), runtime.device.type == "cuda")
         return DeviceLoader(loader, sampler, augment, runtime.device, options, spec.data.on_bad_image)
+
+    def scan(self, console: Console | None = None) -> list[BadItem]:
+        """Read every item once (data.on_bad_image: skip decides before sampling): the resident tensors are
+        loaded, the presize cache is filled, and in stream mode each file is decoded at the reduced JPEG scale
+        its item transform needs. Returns the items that cannot be read."""
+        bad: list[BadItem] = []
+        for train in (True, False):
+            if self.mode == "resident":
+                bad.extend(self.resident(train).skipped)
+                continue
+            dataset = self.data.dataset(train, self.spec.seed, cache=self._cache(train))
+            sampler = EpochBatchSampler(len(dataset), 64, train=False, seed=0)
+            loader = make_loader(dataset, sampler, worker_count(self.spec, self.runtime), pin_memory=False)
+            if console is not None:
+                console.start_bar(len(sampler), f"reading the {'training' if train else 'validation'} images")
+            try:
+                for batch in loader:
+                    bad.extend(batch.bad)
+                    if console is not None:
+                        console.advance_bar()
+            finally:
+                if console is not None:
+                    console.stop_bar()
+        return sorted(bad, key=lambda item: item.index)
 
     def pictures(self, items: Sequence[int]) -> torch.Tensor:
         """Validation items (item indices) after the item transform's validation form, as one uint8 (N, 3, H, W)
@@ -103,8 +132,7 @@ class DataSource:
             where = {int(item): number for number, item in enumerate(resident.indices.tolist())}
             positions = torch.tensor([where[int(item)] for item in items], dtype=torch.int64)
             return resident.images[positions.to(resident.images.device)].cpu()
-        cache = PresizeCache(self.cache_dir, self.data.item_tfm, False) if self.mode == "cache" else None
-        dataset = self.data.dataset(False, self.spec.seed, cache=cache)
+        dataset = self.data.dataset(False, self.spec.seed, cache=self._cache(False))
         where = {int(item): number for number, item in enumerate(dataset.indices)}
         samples = [dataset[(where[int(item)], 0)] for item in items]
         for sample in samples:
@@ -114,6 +142,11 @@ class DataSource:
         if batch.error is not None:
             raise DataError(batch.error)
         return batch.images
+
+    def _cache(self, random_windows: bool) -> PresizeCache | None:
+        if self.mode != "cache":
+            return None
+        return PresizeCache(self.cache_dir, self.data.item_tfm, random_windows, writable=self.writes_cache)
 
     def resident(self, train: bool) -> ResidentData:
         if train not in self._resident:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,25 @@ class TensorBoard(Callback):
 
 
 class SaveLast(Callback):
-    """Write checkpoints/last.safetensors after every epoch (after every other callback has updated)."""
+    """Write checkpoints/last.safetensors after every epoch (after every other callback has updated), and in the
+    middle of an epoch once `every` seconds have passed since the last write (0: at epoch ends only), so that a
+    kill loses minutes of training, not an epoch."""
 
     name = "save_last"
     order = 90
 
-    def __init__(self, write: Callable[[str, TrainState], None]) -> None:
-        self.write = write
+    def __init__(self, write: Callable[[str, TrainState], None], every: float = 0.0) -> None:
+        self.write, self.every = write, every
+        self._since = time.monotonic()
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self._since = time.monotonic()
+
+    def on_batch_end(self, state: TrainState) -> None:
+        if self.every > 0 and time.monotonic() - self._since >= self.every and state.position.batch < state.n_batches:
+            self.write("last", state)
+            self._since = time.monotonic()
 
     def on_epoch_end(self, state: TrainState) -> None:
         self.write("last", state)
+        self._since = time.monotonic()
