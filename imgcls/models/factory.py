@@ -13,6 +13,7 @@ from torch import nn
 
 from imgcls.errors import SpecError, TrainingError
 from imgcls.models.head import create_head
+from imgcls.models.resnet9 import resnet9
 from imgcls.registry import Registry, did_you_mean
 from imgcls.spec.train import ModelSpec
 
@@ -37,6 +38,8 @@ ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
         "xresnet101": _xresnet(Bottleneck, [3, 4, 23, 3]),
         # 0.3 M parameters: for tests, the CPU demo and smoke runs.
         "xresnet_tiny": _xresnet(BasicBlock, [1, 1, 1, 1], channels=(16, 32, 64, 128), stem_width=16),
+        # for 28-32 px images; model.kwargs: {width: 24} for the fast Fashion-MNIST recipe
+        "resnet9": resnet9,
     },
 )
 

@@ -95,3 +95,18 @@ def test_offline_pretrained_error_names_both_ways_out(monkeypatch: pytest.Monkey
 def test_class_count_mismatch() -> None:
     with pytest.raises(TrainingError, match="predicts 3 outputs but the data has 4"):
         check_outputs(create_model(ModelSpec(arch="xresnet_tiny", head=HeadSpec(lin_ftrs=[])), 3), 4, "ckpt")
+
+
+@pytest.mark.parametrize(("width", "parameters"), [(64, 6_566_848), (24, 924_648)])
+def test_resnet9_shapes_and_size(width: int, parameters: int) -> None:
+    """ResNet-9's body at 28 px: 8 * width channels on a 3x3 map; its parameter count is the formula's."""
+    model = create_model(ModelSpec(arch="resnet9", n_in=1, kwargs={"width": width}), n_out=10).eval()
+    body = sum(p.numel() for p in model.body.parameters())
+    w = width
+    convs = [(1, w), (w, 2 * w), (2 * w, 2 * w), (2 * w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w)] + [(8 * w, 8 * w)] * 2
+    expected = sum(9 * a * b + 2 * b for a, b in convs)  # 3x3 kernels without bias, batch norm weight and bias
+    assert body == expected == parameters
+    assert model.body(torch.zeros(2, 1, 28, 28)).shape == (2, 8 * width, 3, 3)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    early, late, head = model.param_groups()
+    assert len(early) and len(late) and sum(map(len, (early, late, head))) == len(list(model.parameters()))
