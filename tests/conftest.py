@@ -21,6 +21,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     previous = os.environ.get("IMGCLS_HOME")
     os.environ["IMGCLS_HOME"] = str(tmp_path_factory.mktemp("imgcls-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # what runtime.threads: auto then gives every run
     torch.set_num_threads(1)
     yield
     if previous is None:

@@ -291,9 +291,12 @@ class RuntimeSpec(StrictModel):
 
     device: str = "auto"
     # auto: bf16 on CUDA GPUs that support it, fp16 with a grad scaler on older ones, fp32 on the CPU.
+    # bf16 on the CPU needs AMX or AVX512-BF16 (else fp32, with a note).
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False
+    # Intra-op threads of each training process: auto = its share of the cores it may use (os.sched_getaffinity).
+    threads: Literal["auto"] | PositiveInt = "auto"
     # Training batches between progress-bar refreshes (each refresh waits for the device).
     log_every: PositiveInt = 10
     # Minutes between checkpoints/last.safetensors written in the middle of an epoch (0: at epoch ends only):

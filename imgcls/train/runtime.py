@@ -9,6 +9,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ class Runtime:
     local_rank: int = 0
     local_world: int = 1
     notes: tuple[str, ...] = field(default_factory=tuple)
+    threads: int = 1  # intra-op threads of this process (torch.set_num_threads)
 
     @property
     def is_main(self) -> bool:
@@ -51,6 +53,30 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
 
+# What `precision: auto` picks on a CPU with bf16 matrix units (BENCHMARKS.md §8 measures both).
+CPU_AUTO_PRECISION = "fp32"
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask: a container or taskset may allow fewer)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(requested: int | str, local_world: int = 1, cpus: int | None = None) -> int:
+    """runtime.threads: a number as given; auto: $OMP_NUM_THREADS when set, else this process's share of the
+    cores it may use (each of `local_world` training processes on the machine gets an equal share, at least one).
+    torch's own default is every core of the machine, even where a container allows two of 64."""
+    if isinstance(requested, int):
+        return requested
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    total = available_cpus() if cpus is None else cpus
+    return max(1, total // max(local_world, 1))
+
+
 def _device(requested: str, local_rank: int, notes: list[str]) -> torch.device:
     if requested == "cpu":
         return torch.device("cpu")
@@ -63,11 +89,40 @@ def _device(requested: str, local_rank: int, notes: list[str]) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """bf16 matrix units on the CPU: AMX tiles (Sapphire Rapids and later) or AVX512-BF16 instructions."""
+    found = cpu_flags() if flags is None else flags
+    return bool(found & {"amx_bf16", "avx512_bf16"})
+
+
+def _cpu_precision(requested: str, notes: list[str]) -> str:
+    if requested == "fp16":
+        notes.append("runtime.precision fp16 needs a CUDA device: using fp32 on the CPU")
+        return "fp32"
+    fast = cpu_has_fast_bf16()
+    if requested == "bf16" and not fast:
+        notes.append("this CPU has neither AMX nor AVX512-BF16: bf16 would be emulated, using fp32")
+        return "fp32"
+    if requested == "auto":
+        return CPU_AUTO_PRECISION if fast else "fp32"
+    return requested
+
+
 def _precision(requested: str, device: torch.device, notes: list[str]) -> str:
     if device.type != "cuda":
-        if requested in ("bf16", "fp16"):
-            notes.append(f"runtime.precision {requested} needs a CUDA device: using fp32 on the CPU")
-        return "fp32"
+        return _cpu_precision(requested, notes)
     if requested == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
@@ -102,8 +157,8 @@ def resolve_runtime(spec: RuntimeSpec, distributed: bool = True) -> Runtime:
     device = _device(spec.device, local_rank, notes)
     precision = _precision(spec.precision, device, notes)
     channels_last = device.type == "cuda" if spec.channels_last == "auto" else bool(spec.channels_last)
-    compile_model = spec.compile
-    if compile_model and device.type != "cuda":
-        notes.append("runtime.compile is for CUDA here: running eagerly on the CPU")
-        compile_model = False
-    return Runtime(device, precision, channels_last, compile_model, rank, world, local_rank, local_world, tuple(notes))
+    threads = intra_op_threads(spec.threads, local_world)
+    torch.set_num_threads(threads)
+    return Runtime(
+        device, precision, channels_last, spec.compile, rank, world, local_rank, local_world, tuple(notes), threads
+    )
