@@ -43,15 +43,21 @@ def find(source: Path, stem: str) -> Path:
     raise SystemExit(f"{stem}(.gz) not found in {source}")
 
 
-def convert(source: Path, target: Path, names: list[str]) -> None:
+def convert(source: Path, target: Path, names: list[str], per_class: dict[str, int] | None = None) -> None:
+    """Every image, or the first `per_class[split]` of each class in file order (a balanced subset)."""
     for split, prefix in SPLITS.items():
         images = read_idx(find(source, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(find(source, f"{prefix}-labels-idx1-ubyte"))
         for name in names:
             (target / split / name).mkdir(parents=True, exist_ok=True)
+        limit = per_class.get(split) if per_class else None
+        taken = dict.fromkeys(range(len(names)), 0)
         for number, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+            if limit is not None and taken[int(label)] >= limit:
+                continue
+            taken[int(label)] += 1
             Image.fromarray(pixels, mode="L").save(target / split / names[label] / f"{number:05d}.png")
-        print(f"{split}: {len(images)} images -> {target / split}")
+        print(f"{split}: {sum(taken.values())} of {len(images)} images -> {target / split}")
 
 
 def main() -> None:
@@ -59,8 +65,15 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="folder with the four IDX files")
     parser.add_argument("target", type=Path, help="folder to write train/ and valid/ into")
     parser.add_argument("--names", choices=sorted(NAMES), default="digits", help="class folder names")
+    parser.add_argument(
+        "--per-class", metavar="TRAIN,VALID", help="only the first TRAIN and VALID images of each class, e.g. 600,100"
+    )
     args = parser.parse_args()
-    convert(args.source, args.target.expanduser(), NAMES[args.names])
+    per_class = None
+    if args.per_class:
+        train, valid = (int(v) for v in args.per_class.split(","))
+        per_class = {"train": train, "valid": valid}
+    convert(args.source, args.target.expanduser(), NAMES[args.names], per_class)
 
 
 if __name__ == "__main__":

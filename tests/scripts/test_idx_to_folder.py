@@ -40,3 +40,21 @@ def test_idx_files_become_class_folders(tmp_path: Path) -> None:
     first = np.asarray(Image.open(tmp_path / "out" / "train" / "t-shirt" / "00000.png"))
     assert first.shape == (28, 28) and first[0, 5] == 5
     assert len(list((tmp_path / "out" / "valid").rglob("*.png"))) == 3
+
+
+def test_a_balanced_subset_takes_the_first_images_of_each_class(tmp_path: Path) -> None:
+    source = tmp_path / "idx"
+    source.mkdir()
+    for prefix, count in (("train", 8), ("t10k", 4)):
+        _write_idx(source / f"{prefix}-images-idx3-ubyte.gz", np.zeros((count, 28, 28)))
+        _write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 2)
+    module = runpy.run_path(str(SCRIPT))
+    module["convert"](source, tmp_path / "out", module["NAMES"]["fashion"], {"train": 2, "valid": 1})
+    train = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "train").rglob("*.png"))
+    assert train == [
+        "train/t-shirt/00000.png",
+        "train/t-shirt/00002.png",
+        "train/trouser/00001.png",
+        "train/trouser/00003.png",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out" / "valid").rglob("*.png")) == ["00000.png", "00001.png"]
