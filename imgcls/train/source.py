@@ -153,5 +153,12 @@ class DataSource:
             # Every item in its validation form: deterministic, so it can be presized once.
             dataset = self.data.dataset(train, self.spec.seed, randomized=False)
             workers = worker_count(self.spec, self.runtime)
-            self._resident[train] = load_resident(dataset, self.runtime.device, workers, self.spec.data.on_bad_image)
+            self._resident[train] = load_resident(
+                dataset,
+                self.runtime.device,
+                workers,
+                self.spec.data.on_bad_image,
+                store=self.cache_dir / "resident",
+                writable=self.writes_cache,
+            )
         return self._resident[train]
