@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import random
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import needs_cuda
 from PIL import Image
 
 from imgcls.augment.decode import _chunks, _padded_index, cut_windows, decode_jpegs
@@ -119,3 +121,27 @@ def test_decode_jpegs_equals_pil_and_isolates_a_broken_file() -> None:
     reference = np.asarray(Image.open(io.BytesIO(good.numpy().tobytes())).convert("RGB"))
     # The same libjpeg-turbo settings as Pillow's: the decoded pixels are identical on the CPU.
     assert np.array_equal(pictures[0].permute(1, 2, 0).numpy(), reference)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_device_decoding_on_cuda_matches_the_cpu(record_property: Any) -> None:
+    """nvjpeg (with its hardware decoder where the GPU has one) against libjpeg-turbo, then the cut in fp16 on
+    tensor cores against fp32 on the CPU. nvjpeg's IDCT and chroma upsampling are its own, so pixels differ
+    slightly: the bounds (mean under 1.5 levels, 99% of values within 8) are loose until a GPU run has measured
+    them; the measured figures are recorded as test properties (junit XML)."""
+    rng = np.random.default_rng(4)
+    sizes = [(300, 400), (600, 450), (333, 517), (460, 460)]
+    files = [_jpeg(_photo(rng, width, height)) for width, height in sizes]
+    windows = [Resize((224, 224), "crop").window(size, random.Random(n)) for n, size in enumerate(sizes)]
+    cpu = cut_windows([p for p in decode_jpegs(files, torch.device("cpu")) if p is not None], windows, (224, 224))
+    decoded = decode_jpegs(files, torch.device("cuda"))
+    assert all(p is not None and p.is_cuda for p in decoded)
+    cuda = cut_windows([p for p in decoded if p is not None], windows, (224, 224))
+    difference = (cuda.cpu().int() - cpu.int()).abs().float()
+    record_property("mean_difference", float(difference.mean()))
+    record_property("p99_difference", float(difference.flatten().quantile(0.99)))
+    record_property("max_difference", float(difference.max()))
+    assert float(difference.mean()) < 1.5 and float(difference.flatten().quantile(0.99)) <= 8
+    broken = files[0][: len(files[0]) // 2].clone()
+    assert decode_jpegs([files[1], broken], torch.device("cuda"))[1] is None  # isolated, not fatal

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec, write_image
+from conftest import needs_cuda, tiny_spec, write_image
 
+from imgcls.augment.loader import ResidentLoader
 from imgcls.data.cache import PresizeCache
 from imgcls.data.datablock import build_data
 from imgcls.data.item_tfms import Resize
@@ -218,3 +219,44 @@ def test_decode_device_refuses_the_presize_cache() -> None:
     raw["data"].update(decode="gpu", mode="stream")
     with pytest.raises(SpecError, match="device"):
         spec_from_dict(raw)
+
+
+# --- on a GPU -----------------------------------------------------------------------------------------------
+
+
+def _on_cuda(spec: Any) -> Any:
+    return spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"device": "cuda"})})
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_resident_mode_keeps_the_dataset_on_the_gpu(tmp_path: Path) -> None:
+    item_tfm = {"kind": "resize", "size": 40, "method": "squish"}
+    spec = _on_cuda(_spec(tmp_path, "resident", item_tfm=item_tfm))
+    resident = Pipeline(spec, resolve_runtime(spec.runtime))
+    data = resident.source.resident(True)
+    assert data.images.is_cuda and data.targets.is_cuda and data.images.dtype == torch.uint8
+    assert data.images.shape[0] == len(resident.data.split.train)
+    loaders = resident.stage_loaders(0)
+    assert isinstance(loaders.train, ResidentLoader) and all(b.images.is_cuda for b in loaders.train)
+    # Validation batches are those of streaming on the same GPU, to the last bit.
+    spec = _on_cuda(_spec(tmp_path, "stream", item_tfm=item_tfm))
+    stream = Pipeline(spec, resolve_runtime(spec.runtime))
+    for a, b in zip(loaders.valid, stream.stage_loaders(0).valid, strict=True):
+        assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_device_decoding_on_cuda_gives_the_pil_batches(tmp_path: Path, record_property: Any) -> None:
+    """The whole path on the GPU (pinned batches, nvjpeg, the fp16 cut) against decode: pil on the same GPU, at
+    420 px where the PIL path decodes at full scale. Bounds as loose as test_decode's until measured there."""
+    found = {}
+    for decode in ("pil", "device"):
+        spec = _on_cuda(_decode_spec(tmp_path, decode, "crop", 420, points=False, augment=False))
+        found[decode] = _all_batches(spec, augment=False)
+    for a, b in zip(found["pil"], found["device"], strict=True):
+        assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and b[0].is_cuda
+    difference = torch.cat([(a[0] - b[0]).abs().flatten() for a, b in zip(found["pil"], found["device"], strict=True)])
+    record_property("mean_difference_levels", float(difference.mean()) * 255)
+    assert float(difference.mean()) * 255 < 1.5
