@@ -76,7 +76,9 @@ def _padded_index(k: torch.Tensor, n: torch.Tensor, mode: torch.Tensor) -> torch
 
 
 def _values(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(list(values), dtype=dtype, device=device)
+    """A small tensor on `device` by a non-blocking copy: torch.tensor(..., device=cuda) would wait for every kernel
+    already queued (the previous training step) and so stop the host from preparing the next batch meanwhile."""
+    return torch.tensor(list(values), dtype=dtype).to(device, non_blocking=True)
 
 
 def axis_weights(
@@ -146,13 +148,13 @@ def cut_windows(pictures: Sequence[torch.Tensor], windows: Sequence[Window], out
             picture = pictures[number]
             batch[slot, :, : picture.shape[1], : picture.shape[2]] = picture
         plans = [plan_axes(windows[i], sizes[i]) for i in group]
-        modes = torch.tensor([_PAD_CODES[windows[i].pad_mode] for i in group], device=device)
+        modes = _values([_PAD_CODES[windows[i].pad_mode] for i in group], torch.int64, device)
         wx = axis_weights([p[0] for p in plans], [sizes[i][0] for i in group], out_w, width, modes).to(dtype)
         wy = axis_weights([p[1] for p in plans], [sizes[i][1] for i in group], out_h, height, modes).to(dtype)
         resampled = (wy[:, None] @ batch) @ wx.transpose(1, 2)[:, None]
         # PIL rounds half up and clips to 0..255.
         pixels = (resampled.float() + 0.5).floor_().clamp_(0, 255).to(torch.uint8)
-        result[torch.tensor(group, device=device)] = pixels
+        result[_values(group, torch.int64, device)] = pixels
     return result
 
 
@@ -200,7 +202,7 @@ def _encoded_items(batch: EncodedBatch, device: torch.device) -> tuple[torch.Ten
         except ImageReadError as err:
             bad[number] = BadItem(int(batch.indices[int(batch.rows[number])]), err.path, err.reason)
             continue
-        ready[number] = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).to(device)
+        ready[number] = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).to(device, non_blocking=True)
     good = [n for n in range(len(pictures)) if n not in bad]
     out = torch.empty((len(pictures), 3, height, width), dtype=torch.uint8, device=device)
     to_cut = [n for n in good if n not in ready]
@@ -209,10 +211,10 @@ def _encoded_items(batch: EncodedBatch, device: torch.device) -> tuple[torch.Ten
         windows = [w for n in to_cut if (w := batch.windows[n]) is not None]
         # Without an item transform the images are used as they are (the collate checked their sizes).
         cut = cut_windows(whole, windows, (height, width)) if windows else torch.stack(whole)
-        out[torch.tensor(to_cut, device=device)] = cut
+        out[_values(to_cut, torch.int64, device)] = cut
     for number, picture in ready.items():
         out[number] = picture
-    return out[torch.tensor(good, dtype=torch.int64, device=device)], good, list(bad.values())
+    return out[_values(good, torch.int64, device)], good, list(bad.values())
 
 
 def decode_batch(
@@ -230,17 +232,18 @@ def decode_batch(
         keep[batch.rows] = False
         keep[batch.rows[good]] = True
         if good:
-            images[batch.rows[good].to(device)] = pixels
+            images[batch.rows[good].to(device, non_blocking=True)] = pixels
     if len(batch.decoded):
         others = torch.ones(len(batch), dtype=torch.bool)
         others[batch.rows] = False
-        rows = others.nonzero().squeeze(1).to(device)
+        rows = others.nonzero().squeeze(1).to(device, non_blocking=True)
         images[rows] = batch.decoded.images.to(device, non_blocking=device.type == "cuda")
     targets = batch.targets.to(device, non_blocking=device.type == "cuda")
     if bool(keep.all()):
         return images, targets, batch.indices
     kept = keep.nonzero().squeeze(1)
-    return images[kept.to(device)], targets[kept.to(device)], batch.indices[kept]
+    on_device = kept.to(device, non_blocking=True)
+    return images[on_device], targets[on_device], batch.indices[kept]
 
 
 class DecodingLoader(_AugmentingSource):

@@ -260,3 +260,27 @@ def test_device_decoding_on_cuda_gives_the_pil_batches(tmp_path: Path, record_pr
     difference = torch.cat([(a[0] - b[0]).abs().flatten() for a, b in zip(found["pil"], found["device"], strict=True)])
     record_property("mean_difference_levels", float(difference.mean()) * 255)
     assert float(difference.mean()) * 255 < 1.5
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("decode", ["pil", "device"])
+def test_training_batches_never_wait_for_the_gpu(tmp_path: Path, decode: str) -> None:
+    """From the second batch on, making a batch (copy or decode, cut, augment, normalize) queues work on the GPU and
+    never waits for it: a wait would stop the host from preparing batch k+1 while the GPU runs step k."""
+    raw = tiny_spec("demo:folder@0.05")
+    raw["data"].update(decode=decode, mode="stream", normalize="imagenet", num_workers=1)
+    raw["augment"] = {"size": 32, "min_scale": 0.75}  # aug_transforms' defaults: flip, rotate, zoom, warp, lighting
+    raw["runtime"] = {"device": "cuda"}
+    spec = spec_from_dict(raw)
+    pipeline = Pipeline(spec, resolve_runtime(spec.runtime))
+    source = pipeline.stage_loaders(0).train
+    source.set_epoch(0)
+    batches = iter(source)
+    next(batches)  # CUDA's lazy start, nvjpeg's handles
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        made = sum(1 for _ in batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert made >= 3
