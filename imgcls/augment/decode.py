@@ -28,7 +28,7 @@ from imgcls.data.dataset import BadItem
 from imgcls.data.encoded import EncodedBatch, decode_window
 from imgcls.data.item_tfms import Window
 from imgcls.data.loaders import Batch, EpochBatchSampler, FixedBatchSampler, check_batch
-from imgcls.errors import ImageReadError
+from imgcls.errors import DataError, ImageReadError
 
 _PAD_CODES = {"zeros": 0, "border": 1, "reflection": 2}
 # Images resampled in one pair of batched products are padded to the largest of them: at most this many
@@ -179,6 +179,29 @@ def decode_jpegs(files: Sequence[torch.Tensor], device: torch.device) -> list[to
         return decoded
 
 
+def check_decoder(device: torch.device) -> None:
+    """Decode one tiny JPEG on `device`, so that a torchvision without a decoder there (no nvJPEG) stops the run
+    at once with what to do, instead of sending every file through the PIL fallback in the training process."""
+    import io
+
+    from PIL import Image
+
+    stream = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(stream, format="JPEG")
+    probe = torch.frombuffer(bytearray(stream.getvalue()), dtype=torch.uint8)
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+            decode_jpeg(probe, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as err:
+        raise DataError(
+            f"data.decode: device cannot decode JPEGs on {device}: {err}",
+            hint="install a torchvision built with nvJPEG (the PyPI CUDA wheels are), or set data.decode: pil",
+        ) from None
+
+
 def _whole(picture: torch.Tensor | None, size: tuple[int, int]) -> bool:
     return picture is not None and (int(picture.shape[2]), int(picture.shape[1])) == size
 
@@ -262,6 +285,7 @@ class DecodingLoader(_AugmentingSource):
         super().__init__(sampler, augment, device, options)
         self.loader, self.on_bad_image = loader, on_bad_image
         self.skipped: list[BadItem] = []
+        check_decoder(device)
 
     def __iter__(self) -> Iterator[DeviceBatch]:
         for number, batch in enumerate(self.loader, start=self.sampler.start_batch):

@@ -13,8 +13,9 @@ import torch
 from conftest import needs_cuda
 from PIL import Image
 
-from imgcls.augment.decode import _chunks, _padded_index, cut_windows, decode_jpegs
+from imgcls.augment.decode import _chunks, _padded_index, check_decoder, cut_windows, decode_jpegs
 from imgcls.data.item_tfms import ItemTransform, RandomResizedCrop, Resize, Window, apply_window
+from imgcls.errors import DataError
 
 
 def _photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -145,3 +146,11 @@ def test_device_decoding_on_cuda_matches_the_cpu(record_property: Any) -> None:
     assert float(difference.mean()) < 1.5 and float(difference.flatten().quantile(0.99)) <= 8
     broken = files[0][: len(files[0]) // 2].clone()
     assert decode_jpegs([files[1], broken], torch.device("cuda"))[1] is None  # isolated, not fatal
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a device that cannot decode")
+def test_a_device_that_cannot_decode_stops_with_what_to_do() -> None:
+    check_decoder(torch.device("cpu"))  # libjpeg-turbo through the same call: fine
+    with pytest.raises(DataError, match="data.decode: device cannot decode JPEGs on cuda") as caught:
+        check_decoder(torch.device("cuda"))
+    assert "data.decode: pil" in str(caught.value.hint)
