@@ -47,6 +47,8 @@ from bench_common import (
     imgcls_train_loader,
     pick_device,
     ratio,
+    step_rounds,
+    step_state,
     summarize,
     sync,
     table,
@@ -144,13 +146,8 @@ def imgcls_training(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
     """imgcls's train_batch fed by its DeviceLoader vs fed one cached device batch, alternating rounds."""
-    from imgcls.train.builder import Pipeline, place_model
-    from imgcls.train.callbacks.base import CallbackList
-    from imgcls.train.loop import FitContext, InterruptFlag
-    from imgcls.train.optim import build_optimizer
+    from imgcls.train.builder import Pipeline
     from imgcls.train.runtime import resolve_runtime
-    from imgcls.train.schedule import stage_phases
-    from imgcls.train.state import Position, TrainState
 
     spec = imgcls_spec(
         Path(cfg["root"]),
@@ -161,60 +158,9 @@ def imgcls_step(cfg: dict[str, Any]) -> dict[str, Any]:
         model={"arch": cfg["step_arch"], "pretrained": False},
         runtime={"device": cfg["step_device"], "precision": cfg["step_precision"], "channels_last": True},
     )
-    runtime = resolve_runtime(spec.runtime)
-    pipeline = Pipeline(spec, runtime)
-    model = place_model(pipeline.new_model(), runtime)
-    phase = stage_phases(spec.train.stages[0])[0]
-    optimizer = build_optimizer(model, model.param_groups(), spec.train, phase)  # type: ignore[operator]
-    loader = pipeline.stage_loaders(0).train
-    state = TrainState(
-        model,
-        optimizer,
-        pipeline.loss,
-        runtime,
-        pipeline.target,
-        Path(),
-        phase,
-        "fit",
-        Position(),
-    )
-    state.n_batches = 1 << 30  # keeps the one-cycle position near 0: the schedule does not matter for speed
-    ctx = FitContext(loader, dict, CallbackList([]), runtime.grad_scaler(), InterruptFlag(), int, log_every=1 << 30)
-    model.train()
-    return _step_rounds(state, ctx, loader, cfg["step_rounds"], runtime.device)
-
-
-def _step_rounds(state: Any, ctx: Any, loader: Any, rounds: int, device: Any) -> dict[str, Any]:
-    from imgcls.train.loop import train_batch
-
-    kept = []
-
-    def fed_by_loader(epoch: int) -> int:
-        loader.set_epoch(epoch)
-        n = 0
-        for batch in loader:
-            train_batch(state, ctx, batch)
-            n += batch.images.shape[0]
-            if not kept:
-                kept.append(batch)
-        sync(device)
-        return n
-
-    def fed_by_one_batch(steps: int) -> int:
-        for _ in range(steps):
-            train_batch(state, ctx, kept[0])
-        sync(device)
-        return steps * kept[0].images.shape[0]
-
-    fed_by_loader(0)  # warm-up: worker start, cuDNN autotuning, allocator
-    steps = len(loader)
-    loader_rates, cached_rates = [], []
-    for number in range(rounds):
-        n, seconds = timed(lambda epoch=number + 1: fed_by_loader(epoch))
-        loader_rates.append(n / seconds)
-        n, seconds = timed(lambda: fed_by_one_batch(steps))
-        cached_rates.append(n / seconds)
-    return {"loader_rates": loader_rates, "cached_rates": cached_rates, "steps_per_epoch": steps}
+    state, ctx = step_state(spec)
+    loader = Pipeline(spec, resolve_runtime(spec.runtime)).stage_loaders(0).train
+    return step_rounds(state, ctx, loader, cfg["step_rounds"])
 
 
 # --- fastai side (runs under --fastai-python; needs no imgcls) ---------------------------------------------

@@ -99,3 +99,7 @@ def tiny_spec(path: str, **overrides: Any) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return spec
+
+
+# With @pytest.mark.gpu on every test that needs CUDA: `pytest -m gpu` selects them, and they skip without one.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

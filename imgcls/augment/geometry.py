@@ -102,10 +102,12 @@ def crop_matrices(params: GeometryParams, in_size: tuple[int, int]) -> torch.Ten
 def warp_coefficients(warp_x: torch.Tensor, warp_y: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """(N, 3, 3) homographies moving the frame's corners by the warp magnitudes (inverse: back again)."""
     n, device = warp_x.shape[0], warp_x.device
-    source = torch.tensor(_CORNERS, device=device).expand(n, 4, 2)
+    # Constants reach the device with non-blocking copies: a plain torch.tensor(..., device=cuda) waits for every
+    # kernel already queued (the previous training step), which would stall the loop once per batch.
+    source = torch.tensor(_CORNERS).to(device, non_blocking=True).expand(n, 4, 2)
     x, y = warp_x[:, None], warp_y[:, None]
-    sign_a = torch.tensor([-1.0, 1.0, 1.0, -1.0], device=device)  # first coordinate moves by y
-    sign_b = torch.tensor([-1.0, 1.0, 1.0, -1.0], device=device)  # second coordinate moves by x
+    sign_a = torch.tensor([-1.0, 1.0, 1.0, -1.0]).to(device, non_blocking=True)  # first coordinate moves by y
+    sign_b = torch.tensor([-1.0, 1.0, 1.0, -1.0]).to(device, non_blocking=True)  # second coordinate moves by x
     target = torch.stack([source[..., 0] + sign_a * y, source[..., 1] + sign_b * x], dim=-1)
     if inverse:
         source, target = target, source
@@ -117,7 +119,9 @@ def warp_coefficients(warp_x: torch.Tensor, warp_y: torch.Tensor, inverse: bool 
     rows_y = torch.stack([zeros, zeros, zeros, px, py, ones, -ty * px, -ty * py], dim=-1)
     system = torch.cat([rows_x, rows_y], dim=1)
     rhs = torch.cat([tx, ty], dim=1)
-    coefficients = torch.linalg.solve(system, rhs)
+    # solve_ex: linalg.solve reads its error flag back to the host (a sync per batch); these systems are never
+    # singular (the warp moves each corner by less than the frame's half-width).
+    coefficients, _ = torch.linalg.solve_ex(system, rhs)
     return torch.cat([coefficients, torch.ones(n, 1, device=device)], dim=1).view(n, 3, 3)
 
 

@@ -40,8 +40,9 @@ class Normalizer:
     std: tuple[float, ...]
 
     def _stats(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        # Non-blocking copies: a plain torch.tensor(..., device=cuda) waits for the kernels already queued.
+        mean = torch.tensor(self.mean, dtype=images.dtype).to(images.device, non_blocking=True).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype).to(images.device, non_blocking=True).view(1, -1, 1, 1)
         if images.shape[1] == 1 and mean.shape[1] == 3:  # grey input with RGB statistics: their averages
             mean, std = mean.mean(dim=1, keepdim=True), std.mean(dim=1, keepdim=True)
         return mean, std
@@ -224,7 +225,7 @@ class BatchAugment:
                 # torchvision's policies follow a RandomResizedCrop.
                 x = apply_colour_ops(x, draws.policy)
         if self.channels == 1 and x.shape[1] == 3:
-            luma = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).to(x.device, non_blocking=True).view(1, 3, 1, 1)
             x = (x * luma).sum(dim=1, keepdim=True)
         if self.normalizer is not None:
             x = self.normalizer(x)

@@ -106,7 +106,8 @@ def draw_policy(
     else:
         bins = (u[..., 1] * BINS).long().clamp_(max=BINS - 1)
     table = magnitude_table(policy, size, device)
-    signed = torch.tensor([name in SIGNED for name in OPS], device=device)[ops]
+    # A non-blocking copy: torch.tensor(..., device=cuda) would wait for the kernels already queued.
+    signed = torch.tensor([name in SIGNED for name in OPS]).to(device, non_blocking=True)[ops]
     sign = torch.where(signed & (u[..., 2] < 0.5), -1.0, 1.0)
     return PolicyDraws(ops, table[ops, bins] * sign)
 
@@ -184,7 +185,7 @@ def _sharpness(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     if height <= 2 or width <= 2:
         return x
     a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=x.device, dtype=x.dtype)
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=x.dtype).to(x.device, non_blocking=True)
     smooth = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels)
     out = x.clone()
     inner = out[..., 1:-1, 1:-1]

@@ -7,6 +7,7 @@ faster and an area-average of the full decode.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,5 +120,33 @@ def read_image_info(path: Path, draft_for: DraftFor | None = None) -> tuple[Imag
             # exif_transpose copies even an upright image, so call it only when there is work to do.
             image = ImageOps.exif_transpose(opened) if orientation != 1 else opened
             return to_rgb(image), size, info
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageReadError(str(path), _describe_failure(path, err)) from None
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    """A file's bytes and what its header says, before any pixel is decoded."""
+
+    data: bytes
+    size: tuple[int, int]  # (width, height) as displayed, after the EXIF orientation
+    info: FileInfo
+    # A baseline 3-channel (YCbCr) JPEG with no EXIF rotation: what a batched device decoder takes as it is.
+    # Left out: progressive JPEGs (nvjpeg decodes them on the host, one by one, in the training process) and
+    # JPEGs with an Adobe marker (CMYK, or RGB stored without the YCbCr transform), which PIL reads correctly.
+    plain_jpeg: bool
+
+
+def read_encoded(path: Path) -> EncodedFile:
+    """Read `path` whole and parse its header only (PIL opens lazily); raise ImageReadError as read_image does."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as opened:
+            orientation = int(opened.getexif().get(_EXIF_ORIENTATION, 1))
+            info = FileInfo(opened.mode, opened.format, orientation)
+            size = oriented_size(opened)
+            special = "progressive" in opened.info or "adobe_transform" in opened.info
+            plain = info.format == "JPEG" and info.mode == "RGB" and orientation == 1 and not special
+            return EncodedFile(data, size, info, plain)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(str(path), _describe_failure(path, err)) from None

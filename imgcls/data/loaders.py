@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from imgcls.data.dataset import BadItem, ImageDataset, Sample
 from imgcls.errors import DataError, UnreadableImagesError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -168,14 +171,24 @@ def _ignore_interrupt(_: int) -> None:
 def make_loader(
     dataset: ImageDataset, sampler: EpochBatchSampler | FixedBatchSampler, num_workers: int, pin_memory: bool
 ) -> DataLoader[Batch]:
-    collate = Collate(dataset.paths)
+    return worker_loader(dataset, sampler, num_workers, pin_memory, Collate(dataset.paths))
+
+
+def worker_loader(
+    dataset: Dataset[Any],
+    sampler: EpochBatchSampler | FixedBatchSampler,
+    num_workers: int,
+    pin_memory: bool,
+    collate: Callable[[list[Any]], T],
+) -> DataLoader[T]:
+    """make_loader with any dataset and collate function (data.decode: device collates encoded files)."""
     extra = (
         {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _ignore_interrupt}
         if num_workers > 0
         else {}
     )
     return DataLoader(
-        dataset,  # type: ignore[arg-type]
+        dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,

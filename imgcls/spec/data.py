@@ -253,6 +253,11 @@ class DataSpec(StrictModel):
     # presized dataset on the training device. auto picks resident when it fits, else stream.
     mode: Literal["auto", "stream", "cache", "resident"] = "auto"
     cache_dir: str | None = None
+    # Where streamed JPEGs are decoded. pil: in the workers, with the item transform (the default). device:
+    # workers only read the file bytes and plan each window; the batch is decoded on the training device
+    # (nvjpeg on CUDA) and each window cut and resized there. Files that are not plain RGB JPEGs take the pil
+    # path in their worker. Applies to data.mode stream (a resident dataset is presized once with PIL).
+    decode: Literal["pil", "device"] = "pil"
 
     @field_validator("blocks")
     @classmethod
@@ -274,6 +279,15 @@ class DataSpec(StrictModel):
                 raise ValueError("labels.kind 'column' needs items.kind 'csv' (a column of a CSV file)")
             if self.split.kind in csv_only:
                 raise ValueError("split.kind 'column' needs items.kind 'csv' (a boolean column)")
+        return self
+
+    @model_validator(mode="after")
+    def _decode_needs_stream(self) -> DataSpec:
+        if self.decode == "device" and self.mode == "cache":
+            raise ValueError(
+                "decode 'device' reads every file each epoch, so it cannot use the presize cache (mode 'cache', "
+                "whose entries are presized by PIL): set mode: stream, or decode: pil"
+            )
         return self
 
     @property

@@ -339,7 +339,8 @@ class Trainer:
         data, runtime = self.data, self.runtime
         self.console.info(
             f"run folder: {self.run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
-            f"{runtime.device}, {runtime.precision}, {runtime.world} process(es))"
+            f"{runtime.device}, {runtime.precision}, {runtime.world} process(es)"
+            f"{f' over {runtime.backend}' if runtime.backend else ''})"
         )
         self.console.info(f"data mode: {self.pipeline.source.mode} ({self.pipeline.source.reason})")
         try:

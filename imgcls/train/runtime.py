@@ -29,6 +29,8 @@ class Runtime:
     local_world: int = 1
     notes: tuple[str, ...] = field(default_factory=tuple)
     threads: int = 1  # intra-op threads of this process (torch.set_num_threads)
+    # The process group's backend (nccl, gloo) when this process joined one, else None.
+    backend: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +38,8 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world > 1
+        """In a process group: several processes, or one that torchrun started (DDP and NCCL on one GPU)."""
+        return self.world > 1 or self.backend is not None
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -135,30 +138,50 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _process_group() -> tuple[int, int, int, int]:
-    """(rank, world, local_rank, local_world) from torchrun's environment, joining its process group."""
+# What torchrun (or any env:// launcher) sets for every process it starts, a single one included.
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _process_group(cuda: bool) -> tuple[int, int, int, int, str | None]:
+    """(rank, world, local_rank, local_world, backend) from torchrun's environment, joining its process group.
+
+    A single process joins too when torchrun started it (`--nproc-per-node=1`): then the DDP wrapper, the
+    collectives and NCCL run exactly as on several GPUs, which is how a one-GPU machine checks that path."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0, 1
+    if world <= 1 and not all(name in os.environ for name in _LAUNCHER_ENV):
+        return 0, 1, 0, 1, None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if cuda else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    rank, size = dist.get_rank(), dist.get_world_size()
+    return rank, size, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), str(dist.get_backend())
 
 
 def resolve_runtime(spec: RuntimeSpec, distributed: bool = True) -> Runtime:
     """The runtime the spec asks for. `distributed` joins torchrun's process group when there is one;
     evaluation after training (rank 0's report, tta-eval, interpret, predict) runs as one process."""
     notes: list[str] = []
-    rank, world, local_rank, local_world = _process_group() if distributed else (0, 1, _local_rank(), 1)
+    cuda = torch.cuda.is_available() and spec.device != "cpu"  # runtime.device: cpu on a GPU machine: gloo
+    group = _process_group(cuda) if distributed else (0, 1, _local_rank(), 1, None)
+    rank, world, local_rank, local_world, backend = group
     device = _device(spec.device, local_rank, notes)
     precision = _precision(spec.precision, device, notes)
     channels_last = device.type == "cuda" if spec.channels_last == "auto" else bool(spec.channels_last)
     threads = intra_op_threads(spec.threads, local_world)
     torch.set_num_threads(threads)
     return Runtime(
-        device, precision, channels_last, spec.compile, rank, world, local_rank, local_world, tuple(notes), threads
+        device,
+        precision,
+        channels_last,
+        spec.compile,
+        rank,
+        world,
+        local_rank,
+        local_world,
+        tuple(notes),
+        threads,
+        backend,
     )

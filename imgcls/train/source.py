@@ -11,14 +11,16 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from imgcls.augment.decode import DecodingLoader
 from imgcls.augment.loader import BatchOptions, BatchSource, DeviceLoader, ResidentLoader
 from imgcls.augment.pipeline import BatchAugment
 from imgcls.data.cache import PresizeCache, has_random_window
 from imgcls.data.datablock import DataBundle
 from imgcls.data.dataset import BadItem
 from imgcls.data.demo import imgcls_home
+from imgcls.data.encoded import EncodedCollate, EncodedDataset
 from imgcls.data.images import oriented_size
-from imgcls.data.loaders import Collate, EpochBatchSampler, default_workers, make_loader
+from imgcls.data.loaders import Collate, EpochBatchSampler, default_workers, make_loader, worker_loader
 from imgcls.data.resident import ResidentData, available_bytes, load_resident
 from imgcls.errors import DataError
 from imgcls.report.console import Console
@@ -97,6 +99,8 @@ class DataSource:
         sampler = EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
         cache = self._cache(random_items)
         dataset = data.dataset(train, seed, randomized=random_items, cache=cache)
+        if spec.data.decode == "device":
+            return self._decoding(EncodedDataset(dataset), sampler, augment, options)
         loader = make_loader(dataset, sampler, worker_count(spec, runtime), runtime.device.type == "cuda")
         return DeviceLoader(loader, sampler, augment, runtime.device, options, spec.data.on_bad_image)
 
@@ -123,6 +127,16 @@ class DataSource:
                 if console is not None:
                     console.stop_bar()
         return sorted(bad, key=lambda item: item.index)
+
+    def _decoding(
+        self, dataset: EncodedDataset, sampler: EpochBatchSampler, augment: BatchAugment, options: BatchOptions
+    ) -> DecodingLoader:
+        """data.decode: device: workers read bytes and plan windows, the device decodes and cuts (augment/decode.py)."""
+        runtime = self.runtime
+        workers = worker_count(self.spec, runtime)
+        collate = EncodedCollate(dataset.paths)
+        loader = worker_loader(dataset, sampler, workers, runtime.device.type == "cuda", collate)
+        return DecodingLoader(loader, sampler, augment, runtime.device, options, self.spec.data.on_bad_image)
 
     def pictures(self, items: Sequence[int]) -> torch.Tensor:
         """Validation items (item indices) after the item transform's validation form, as one uint8 (N, 3, H, W)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_spec
+from conftest import needs_cuda, tiny_spec
 from PIL import Image
 
 import imgcls.train.checkpoint as checkpoint_module
 from imgcls.errors import TrainingError, TrainingInterrupted
+from imgcls.evaluate.load import load_run
 from imgcls.spec import dump_spec, load_spec
 from imgcls.spec.load import spec_from_dict
+from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import SaveLast
 from imgcls.train.checkpoint import read_checkpoint, write_checkpoint
+from imgcls.train.evaluation import compute_metrics, evaluate
 from imgcls.train.folders import resume_run
 from imgcls.train.loop import InterruptFlag
 from imgcls.train.record import RunRecord, TargetRecord
@@ -177,3 +181,35 @@ def test_resume_refuses_to_change_what_is_computed(finished: Path) -> None:
     spec, _ = resume_run(finished, ["runtime.log_every=5"])
     assert spec.runtime.log_every == 5
     assert dump_spec(spec)  # still a valid spec
+
+
+class _CtrlC(Callback):
+    """Presses Ctrl-C (a real SIGINT to this process) once, after batch 2 of epoch 1."""
+
+    def on_batch_end(self, state: Any) -> None:
+        if (state.position.epoch, state.position.batch) == (1, 2):
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_run_interrupted_on_cuda_loads_and_resumes_on_the_cpu(tmp_path: Path) -> None:
+    """Weights, optimizer state and RNG states written on the GPU: evaluated and trained on from the CPU."""
+    spec = _spec(runtime={"device": "cuda", "precision": "fp32", "log_every": 2})
+    with pytest.raises(TrainingInterrupted):
+        train(spec, tmp_path / "run", quiet=True, callbacks=[_CtrlC()])
+    saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert (saved.record.position.epoch, saved.record.position.batch) == (1, 2)
+    assert any(k.startswith("rng.cuda.") for k in saved.rng) and saved.optimizer_tensors
+    loaded = load_run(tmp_path / "run", "last", device="cpu")
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    predictions = evaluate(loaded.model, loaded.pipeline.batches("valid"), loaded.runtime)
+    assert math.isfinite(compute_metrics(predictions, loaded.pipeline.loss, loaded.pipeline.metrics)["valid_loss"])
+    spec, checkpoint = resume_run(tmp_path / "run", ["runtime.device=cpu"])
+    train(spec, tmp_path / "run", quiet=True, resume=checkpoint)
+    rows = _rows(tmp_path / "run")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    finished = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert (
+        finished.record.position.epochs_done == 2 and '"device": "cpu"' in (tmp_path / "run" / "env.json").read_text()
+    )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from train.helpers import make_state, run_fit
+from conftest import needs_cuda
+from train.helpers import SyntheticBatches, make_state, run_fit
 
-from imgcls.spec.train import RuntimeSpec
+from imgcls.models.factory import create_model
+from imgcls.spec.train import HeadSpec, ModelSpec, RuntimeSpec
+from imgcls.train.builder import wrap_model
+from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import TensorBoard
-from imgcls.train.runtime import CPU_AUTO_PRECISION, cpu_has_fast_bf16, intra_op_threads, resolve_runtime
+from imgcls.train.runtime import CPU_AUTO_PRECISION, Runtime, cpu_has_fast_bf16, intra_op_threads, resolve_runtime
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
@@ -44,7 +51,7 @@ def test_the_thread_rule(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@needs_cuda
 def test_auto_runtime_on_a_gpu() -> None:
     runtime = resolve_runtime(RuntimeSpec())
     assert runtime.device.type == "cuda" and runtime.precision in ("bf16", "fp16") and runtime.channels_last
@@ -57,3 +64,79 @@ def test_tensorboard_writes_events(tmp_path: Path) -> None:
     state = make_state(tmp_path, epochs=1)
     run_fit(state, [TensorBoard(tmp_path / "tb", log_every=1)])
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_one_process_started_by_torchrun_joins_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun --nproc-per-node=1 sets these four; the run then goes through DDP and the collectives."""
+    import torch.distributed as dist
+
+    assert not resolve_runtime(RuntimeSpec(device="cpu")).distributed  # a plain start: no group
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    try:
+        runtime = resolve_runtime(RuntimeSpec(device="cpu"))
+        assert runtime.distributed and runtime.world == 1 and runtime.backend == "gloo"
+        assert dist.is_initialized() and dist.get_world_size() == 1
+        assert resolve_runtime(RuntimeSpec(device="cpu"), distributed=False).backend is None  # evaluation
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _Losses(Callback):
+    """Every batch's loss and the dtype the model's outputs had (autocast's)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.dtypes: set[torch.dtype] = set()
+
+    def on_batch_end(self, state: Any) -> None:
+        self.losses.append(float(state.loss_value.detach()))
+        self.dtypes.add(state.preds.dtype)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_a_tiny_model_to_a_falling_loss(tmp_path: Path, precision: str) -> None:
+    runtime = Runtime(torch.device("cuda"), precision, channels_last=True, compile=False)
+    state = make_state(tmp_path, epochs=6, lr=5e-3, runtime=runtime)
+    scaler = runtime.grad_scaler()
+    assert (scaler is not None) == (precision == "fp16")  # fp16 needs loss scaling, bf16 does not
+    record = _Losses()
+    run_fit(state, [record], SyntheticBatches(n=8, bs=16, device="cuda", learnable=True), scaler)
+    assert record.dtypes == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert all(math.isfinite(v) for v in record.losses)
+    first, last = sum(record.losses[:8]) / 8, sum(record.losses[-8:]) / 8
+    assert last < 0.6 * first, (first, last)
+    if scaler is not None:
+        assert math.isfinite(scaler.get_scale()) and scaler.get_scale() > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_channels_last_and_compile_give_the_eager_outputs() -> None:
+    """fp32 with TF32 off, so that the three differ only by kernel choice and fusion: within 1e-4."""
+    torch.manual_seed(0)
+    model = create_model(ModelSpec(arch="xresnet_tiny", head=HeadSpec(lin_ftrs=[], ps=0.0)), n_out=5).cuda()
+    x = torch.rand(8, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    runtime = Runtime(torch.device("cuda"), "fp32", channels_last=False, compile=True)
+    compiled = wrap_model(copy.deepcopy(model), runtime)  # what training wraps the model in
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+        for train in (False, True):  # eval: running statistics; train: batch statistics
+            for net in (model, last, compiled):
+                net.train(train)
+            with torch.no_grad():
+                eager = model(x)
+                assert torch.allclose(last(x.contiguous(memory_format=torch.channels_last)), eager, atol=1e-4)
+                assert torch.allclose(compiled(x), eager, atol=1e-4)
