@@ -27,6 +27,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 SpecFile = Annotated[Path, typer.Argument(help="The experiment spec (YAML).")]
 RunDir = Annotated[Path, typer.Argument(help="A run folder written by `imgcls train`, e.g. runs/demo.")]
+Thresh = Annotated[
+    str | None,
+    typer.Option(
+        "--thresh",
+        help="Multi-label decision threshold: 0.4 for every label, or label=0.3,other=0.6 for some "
+        "(default: the run's saved per-label thresholds, else its train.thresh).",
+    ),
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a spec value: --set data.bs=32 (dotted path = YAML value)."),
@@ -266,12 +274,20 @@ def interpret_command(
     min_count: Annotated[
         int, typer.Option("--min-count", help="Least count for a pair to be listed as most confused.")
     ] = 1,
+    save_thresholds: Annotated[
+        bool,
+        typer.Option(
+            "--save-thresholds",
+            help="Multi-label: save each label's best threshold (by validation F1) to RUN/thresholds.json, "
+            "for predict and export.",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
     from imgcls.commands.interpret import run_interpret
 
-    run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)
+    run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet, save_thresholds=save_thresholds)
 
 
 @app.command("predict")
@@ -283,16 +299,22 @@ def predict_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")] = Path("predictions.csv"),
     checkpoint: Which = "best",
     top_k: Annotated[int, typer.Option("--top-k", help="Classes per image, most probable first.")] = 3,
-    thresh: Annotated[
-        float | None, typer.Option("--thresh", help="Multi-label decision threshold (default: the run's).")
-    ] = None,
+    thresh: Thresh = None,
     bs: Annotated[int, typer.Option("--bs", help="Images per batch.")] = 32,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Blend augmented passes with the plain one (fastai's learn.tta).")
+    ] = False,
+    n: Annotated[int, typer.Option("-n", "--n", help="Augmented passes with --tta.")] = 4,
+    beta: Annotated[float, typer.Option(help="Weight of the plain pass in the --tta blend.")] = 0.25,
+    use_max: Annotated[bool, typer.Option("--use-max", help="With --tta: the maximum instead of the mean.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
-    from imgcls.commands.predict import run_predict
+    from imgcls.commands.predict import PredictOptions, run_predict
+    from imgcls.evaluate.predict import FileTTA
 
-    run_predict(source, inputs, out, checkpoint, top_k=top_k, thresh=thresh, bs=bs, quiet=quiet)
+    options = PredictOptions(checkpoint, top_k, thresh, bs, FileTTA(n, beta, use_max) if tta else None)
+    run_predict(source, inputs, out, options, quiet=quiet)
 
 
 @app.command("export")
@@ -305,12 +327,13 @@ def export_command(
     onnx: Annotated[
         bool, typer.Option("--onnx/--no-onnx", help="Also write model.onnx, checked with onnxruntime.")
     ] = True,
+    thresh: Thresh = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
     from imgcls.commands.export import run_export
 
-    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet)
+    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet, thresh=thresh)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from imgcls.spec.schema import Spec
 from imgcls.targets import Target
 from imgcls.train.builder import Pipeline
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint
+from imgcls.train.record import ThresholdsRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
 
 
@@ -48,15 +49,27 @@ class LoadedRun:
         return self.pipeline.augment(self.size)
 
 
+RUN_FOLDER_HOLDS = (
+    "a run folder is what `imgcls train` writes: spec.yaml, metrics.csv and checkpoints/best.safetensors "
+    "(and last.safetensors); give that folder, e.g. runs/demo"
+)
+
+
 def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """`best`, `last`, or a path to a checkpoint file."""
+    """`best`, `last`, or a path to a checkpoint file; a folder that is not a run is a clear error."""
     if which in ("best", "last"):
         path = run_dir / "checkpoints" / f"{which}.safetensors"
-        if not path.is_file() and not run_dir.is_dir():
-            raise TrainingError(
-                f"run folder not found: {run_dir}", hint="give the folder `imgcls train` printed, e.g. runs/demo"
-            )
-        return path
+        if path.is_file():
+            return path
+        if not run_dir.is_dir():
+            raise TrainingError(f"run folder not found: {run_dir}", hint=RUN_FOLDER_HOLDS)
+        if not (run_dir / "checkpoints").is_dir():
+            raise TrainingError(f"{run_dir} is not a run folder: it has no checkpoints/", hint=RUN_FOLDER_HOLDS)
+        other = "last" if which == "best" else "best"
+        raise TrainingError(
+            f"{run_dir} has no checkpoints/{which}.safetensors",
+            hint=f"training may have stopped before its first epoch ended; try --checkpoint {other}",
+        )
     return Path(which)
 
 
@@ -67,9 +80,10 @@ def load_run(run_dir: Path, which: str = "best", device: str | None = None, quie
     if device is not None:
         spec = spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"device": device})})
     runtime = resolve_runtime(spec.runtime, distributed=False)
-    pipeline = Pipeline(spec, runtime, checkpoint.record, quiet=quiet)
+    thresholds = ThresholdsRecord.load(run_dir, checkpoint.record.target.vocab)
+    pipeline = Pipeline(spec, runtime, checkpoint.record, quiet=quiet, thresholds=thresholds)
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     return LoadedRun(run_dir, checkpoint, pipeline, model)
 
 
-__all__ = ["LoadedRun", "checkpoint_path", "load_run"]
+__all__ = ["RUN_FOLDER_HOLDS", "LoadedRun", "checkpoint_path", "load_run"]

@@ -16,6 +16,7 @@ from imgcls.report.plots import image_grid, plot_confusion
 from imgcls.targets.base import (
     EncodedTargets,
     ReportContext,
+    Threshold,
     VocabTarget,
     grid_columns,
     top_losses,
@@ -115,7 +116,7 @@ class Category(VocabTarget):
         # log p activates back to p when p sums to 1 (softmax is shift-invariant)
         return torch.log(values.clamp(min=_LOG_FLOOR))
 
-    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
+    def decide(self, values: np.ndarray, thresh: Threshold) -> np.ndarray:
         decided: np.ndarray = values.argmax(axis=-1)
         return decided
 
@@ -126,7 +127,12 @@ class Category(VocabTarget):
         return columns
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
         row: dict[str, object] = {}
         order = np.argsort(-values, kind="stable")[: min(top_k, self.n_out)]
@@ -139,7 +145,7 @@ class Category(VocabTarget):
         return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
 
     def label_quality(
-        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+        self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores

@@ -19,6 +19,7 @@ from imgcls.targets.base import (
     PointWindow,
     ReportContext,
     Target,
+    Threshold,
     float_rows,
     grid_columns,
 )
@@ -101,7 +102,12 @@ class Point(Target):
         return [*columns, "width", "height"]
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
         if points is None or size is None:
             raise ValueError("point predictions need the points in original pixels and the image size")
