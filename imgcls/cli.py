@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console as RichConsole
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, SpecError
 
 app = typer.Typer(
     name="imgcls",
@@ -218,8 +218,16 @@ def _torchrun(processes: int) -> int:
 @app.command("lr-find")
 @handled
 def lr_find_command(
-    config: SpecFile,
+    config: Annotated[Path | None, typer.Argument(help="The experiment spec (YAML); optional with --from.")] = None,
     *,
+    from_run: Annotated[
+        Path | None,
+        typer.Option("--from", help="A trained run: test its best weights (fastai's unfreeze(); lr_find())."),
+    ] = None,
+    stage: Annotated[
+        int | None,
+        typer.Option("--stage", help="The stage whose size and bs to use (default 1, or the run's last).", min=1),
+    ] = None,
     set_: SetOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for lr_find.csv/.json/.png (default: runs/<name>-lr_find).")
@@ -241,7 +249,10 @@ def lr_find_command(
     from imgcls.train.lr_find import LRFindOptions
 
     options = LRFindOptions(start_lr, end_lr, num_it, stop_div, unfrozen)
-    run_lr_find(load_spec(config, set_), out, options, quiet=quiet)
+    if config is None and set_:
+        raise SpecError("--set changes a spec file; give one (with --from, the run's weights are used with it)")
+    spec = load_spec(config, set_) if config is not None else None
+    run_lr_find(spec, out, options, quiet=quiet, from_run=from_run, stage=stage)
 
 
 @app.command("tta-eval")
@@ -288,6 +299,25 @@ def interpret_command(
     from imgcls.commands.interpret import run_interpret
 
     run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet, save_thresholds=save_thresholds)
+
+
+@app.command("show-results")
+@handled
+def show_results_command(
+    run: RunDir,
+    *,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG file to write (default: RUN/show_results.png).")
+    ] = None,
+    checkpoint: Which = "best",
+    n: Annotated[int, typer.Option("--n", help="Number of validation images.")] = 9,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Random validation images with the model's prediction next to the truth (fastai's show_results)."""
+    from imgcls.commands.show_results import run_show_results
+
+    run_show_results(run, checkpoint, out, n=n, seed=seed, quiet=quiet)
 
 
 @app.command("predict")

@@ -114,8 +114,10 @@ def image_grid(
     points: Sequence[Sequence[np.ndarray]] | None = None,
     ncols: int | None = None,
     suptitle: str | None = None,
+    title_colours: Sequence[str] | None = None,
 ) -> Path:
-    """HWC uint8 images in a grid with a title each; `points` draws (x, y) pixel sets (true, predicted)."""
+    """HWC uint8 images in a grid with a title each (in `title_colours`, e.g. green for a right prediction and
+    red for a wrong one); `points` draws (x, y) pixel sets (true as o, predicted as x)."""
     plt = _pyplot()
     n = len(images)
     ncols = ncols or min(n, 4)
@@ -127,7 +129,7 @@ def image_grid(
         axis = axes.ravel()[index]
         # A 2-D image is grey: drawn with the grey colormap over the whole 0..255 range, never a false colour.
         axis.imshow(image, cmap="gray", vmin=0, vmax=255) if image.ndim == 2 else axis.imshow(image)
-        axis.set_title(title, fontsize=8)
+        axis.set_title(title, fontsize=8, color=title_colours[index] if title_colours else "black")
         if points is not None:
             for group, (colour, marker) in zip(points[index], (("lime", "o"), ("red", "x")), strict=False):
                 axis.scatter(group[:, 0], group[:, 1], c=colour, marker=marker, s=40)

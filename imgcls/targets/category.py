@@ -15,7 +15,9 @@ from imgcls.errors import DataError
 from imgcls.report.plots import image_grid, plot_confusion
 from imgcls.targets.base import (
     EncodedTargets,
+    Evaluated,
     ReportContext,
+    ShownResult,
     Threshold,
     VocabTarget,
     grid_columns,
@@ -159,6 +161,17 @@ class Category(VocabTarget):
         return np.asarray(scores, dtype=np.float64), np.asarray(issues, dtype=bool), given, suggested
 
     # --- reports -----------------------------------------------------------------------------------------
+
+    def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
+        probs = self.activation(evaluated.outputs)
+        shown = []
+        for p in positions:
+            predicted, actual = int(probs[p].argmax()), int(evaluated.targets[p])
+            title = (
+                f"actual {self.classes[actual]}\npredicted {self.classes[predicted]} ({float(probs[p, predicted]):.2f})"
+            )
+            shown.append(ShownResult(title, predicted == actual))
+        return shown
 
     def _matrix(self, ctx: ReportContext) -> np.ndarray:
         evaluated = ctx.evaluated
