@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 from conftest import tiny_spec
+from pydantic import ValidationError
 
 from imgcls.spec.load import spec_from_dict
 from imgcls.train.record import ExportRecord, RunRecord, TargetRecord
