@@ -45,11 +45,11 @@ Threshold = float | tuple[float, ...]
 
 
 def threshold_text(thresh: Threshold, vocab: Sequence[str] = ()) -> str:
-    """'0.40', or 'circle 0.35, cross 0.50' for per-label thresholds."""
+    """'0.4', or 'circle 0.275, cross 0.5' for per-label thresholds (3 significant digits: the sweep's steps)."""
     if isinstance(thresh, tuple):
         names = list(vocab) or [f"label_{i + 1}" for i in range(len(thresh))]
-        return ", ".join(f"{name} {value:.2f}" for name, value in zip(names, thresh, strict=True))
-    return f"{thresh:.2f}"
+        return ", ".join(f"{name} {value:.3g}" for name, value in zip(names, thresh, strict=True))
+    return f"{thresh:.3g}"
 
 
 def label_vector(thresh: Threshold, n_labels: int) -> np.ndarray:

@@ -196,7 +196,7 @@ class MultiCategory(VocabTarget):
     def choose_thresholds(self, evaluated: Evaluated) -> tuple[tuple[float, ...], str]:
         probs, targets = self.activation(evaluated.outputs).numpy(), evaluated.targets.numpy()
         chosen, _ = best_label_thresholds(probs, targets, evaluated.thresh)
-        return tuple(float(v) for v in chosen), CHOSEN_BY
+        return tuple(round(float(v), 4) for v in chosen), CHOSEN_BY  # 4 digits: linspace's steps, no float noise
 
     def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
         probs = self.activation(evaluated.outputs).numpy()

@@ -360,7 +360,15 @@ def lr_find(
         curve = run_range_test(state, loaders.train, options, shaping, console)
     finally:
         snapshot.restore()
-    suggestions = suggest(curve.lrs, curve.losses, options.num_it)
+    try:
+        suggestions = suggest(curve.lrs, curve.losses, options.num_it)
+    except TrainingError as err:
+        if not curve.stop_reason.startswith("the smoothed loss exceeded") or not options.stop_div:
+            raise
+        raise TrainingError(
+            f"{err.message}: {curve.stop_reason}",
+            hint="a trained model's loss is small and noisy, so 4x its minimum comes at once: add --no-stop-div",
+        ) from None
     names = [cb.name for cb in shaping]
     return LRFindResult(
         curve, suggestions, options.num_it, options.start_lr, options.end_lr, frozen, loaders.size, loaders.bs, names

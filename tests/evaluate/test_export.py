@@ -150,7 +150,7 @@ def test_per_label_thresholds_travel_into_preprocess_json_predict_and_onnx(
     out = tmp_path / "export"
     assert run_cli("export", str(run), "--out", str(out), "--thresh", f"{vocab[label]}={cut}") == 0
     printed = capsys.readouterr().out
-    assert f"{vocab[label]} {cut:.2f}" in printed and "decisions the same" in printed
+    assert f"{vocab[label]} {cut:.3g}" in printed and "decisions the same" in printed
     config = json.loads((out / "preprocess.json").read_text())
     expected = [0.4] * len(vocab)
     expected[label] = cut

@@ -108,8 +108,8 @@ def test_best_label_thresholds_maximize_each_labels_f1() -> None:
     assert label_vector((0.1, 0.2), 2).tolist() == [0.1, 0.2]
     with pytest.raises(ValueError, match="3 thresholds for 2 labels"):
         label_vector((0.1, 0.2, 0.3), 2)
-    assert threshold_text((0.35, 0.5), ["circle", "cross"]) == "circle 0.35, cross 0.50"
-    assert threshold_text(0.4) == "0.40"
+    assert threshold_text((0.35, 0.5), ["circle", "cross"]) == "circle 0.35, cross 0.5"
+    assert threshold_text(0.4) == "0.4" and threshold_text(0.27500001) == "0.275"
 
 
 def test_multilabel_decisions_take_one_threshold_per_label() -> None:
