@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console as RichConsole
 
-from imgcls.errors import ImgclsError, as_user_error
+from imgcls.errors import ImgclsError, SpecError, as_user_error
 
 app = typer.Typer(
     name="imgcls",
@@ -27,6 +27,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 SpecFile = Annotated[Path, typer.Argument(help="The experiment spec (YAML).")]
 RunDir = Annotated[Path, typer.Argument(help="A run folder written by `imgcls train`, e.g. runs/demo.")]
+Thresh = Annotated[
+    str | None,
+    typer.Option(
+        "--thresh",
+        help="Multi-label decision threshold: 0.4 for every label, or label=0.3,other=0.6 for some "
+        "(default: the run's saved per-label thresholds, else its train.thresh).",
+    ),
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a spec value: --set data.bs=32 (dotted path = YAML value)."),
@@ -234,8 +242,16 @@ def _torchrun(processes: int) -> int:
 @app.command("lr-find")
 @handled
 def lr_find_command(
-    config: SpecFile,
+    config: Annotated[Path | None, typer.Argument(help="The experiment spec (YAML); optional with --from.")] = None,
     *,
+    from_run: Annotated[
+        Path | None,
+        typer.Option("--from", help="A trained run: test its best weights (fastai's unfreeze(); lr_find())."),
+    ] = None,
+    stage: Annotated[
+        int | None,
+        typer.Option("--stage", help="The stage whose size and bs to use (default 1, or the run's last).", min=1),
+    ] = None,
     set_: SetOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for lr_find.csv/.json/.png (default: runs/<name>-lr_find).")
@@ -257,7 +273,10 @@ def lr_find_command(
     from imgcls.train.lr_find import LRFindOptions
 
     options = LRFindOptions(start_lr, end_lr, num_it, stop_div, unfrozen)
-    run_lr_find(load_spec(config, set_), out, options, quiet=quiet)
+    if config is None and set_:
+        raise SpecError("--set changes a spec file; give one (with --from, the run's weights are used with it)")
+    spec = load_spec(config, set_) if config is not None else None
+    run_lr_find(spec, out, options, quiet=quiet, from_run=from_run, stage=stage)
 
 
 @app.command("tune")
@@ -295,6 +314,7 @@ def tta_eval_command(
 ) -> None:
     """Evaluate the validation set plainly and with test-time augmentation; write tta.csv and tta.json."""
     from imgcls.commands.tta import run_tta
+    from imgcls.evaluate.load import DataAccess
 
     run_tta(
         run,
@@ -303,8 +323,7 @@ def tta_eval_command(
         beta=beta,
         use_max=use_max,
         quiet=quiet,
-        allow_data_change=allow_data_change,
-        trust_spec=trust_spec,
+        access=DataAccess(allow_data_change, trust_spec),
     )
 
 
@@ -319,12 +338,21 @@ def interpret_command(
     min_count: Annotated[
         int, typer.Option("--min-count", help="Least count for a pair to be listed as most confused.")
     ] = 1,
+    save_thresholds: Annotated[
+        bool,
+        typer.Option(
+            "--save-thresholds",
+            help="Multi-label: save each label's best threshold (by validation F1) to RUN/thresholds.json, "
+            "for predict and export.",
+        ),
+    ] = False,
     quiet: Quiet = False,
     allow_data_change: AllowDataChange = False,
     trust_spec: TrustSpec = False,
 ) -> None:
     """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
     from imgcls.commands.interpret import run_interpret
+    from imgcls.evaluate.load import DataAccess
 
     run_interpret(
         run,
@@ -333,9 +361,28 @@ def interpret_command(
         k=k,
         min_count=min_count,
         quiet=quiet,
-        allow_data_change=allow_data_change,
-        trust_spec=trust_spec,
+        save_thresholds=save_thresholds,
+        access=DataAccess(allow_data_change, trust_spec),
     )
+
+
+@app.command("show-results")
+@handled
+def show_results_command(
+    run: RunDir,
+    *,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG file to write (default: RUN/show_results.png).")
+    ] = None,
+    checkpoint: Which = "best",
+    n: Annotated[int, typer.Option("--n", help="Number of validation images.")] = 9,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Random validation images with the model's prediction next to the truth (fastai's show_results)."""
+    from imgcls.commands.show_results import run_show_results
+
+    run_show_results(run, checkpoint, out, n=n, seed=seed, quiet=quiet)
 
 
 @app.command("predict")
@@ -347,16 +394,22 @@ def predict_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")] = Path("predictions.csv"),
     checkpoint: Which = "best",
     top_k: Annotated[int, typer.Option("--top-k", help="Classes per image, most probable first.")] = 3,
-    thresh: Annotated[
-        float | None, typer.Option("--thresh", help="Multi-label decision threshold (default: the run's).")
-    ] = None,
+    thresh: Thresh = None,
     bs: Annotated[int, typer.Option("--bs", help="Images per batch.")] = 32,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Blend augmented passes with the plain one (fastai's learn.tta).")
+    ] = False,
+    n: Annotated[int, typer.Option("-n", "--n", help="Augmented passes with --tta.")] = 4,
+    beta: Annotated[float, typer.Option(help="Weight of the plain pass in the --tta blend.")] = 0.25,
+    use_max: Annotated[bool, typer.Option("--use-max", help="With --tta: the maximum instead of the mean.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
-    from imgcls.commands.predict import run_predict
+    from imgcls.commands.predict import PredictOptions, run_predict
+    from imgcls.evaluate.predict import FileTTA
 
-    run_predict(source, inputs, out, checkpoint, top_k=top_k, thresh=thresh, bs=bs, quiet=quiet)
+    options = PredictOptions(checkpoint, top_k, thresh, bs, FileTTA(n, beta, use_max) if tta else None)
+    run_predict(source, inputs, out, options, quiet=quiet)
 
 
 @app.command("export")
@@ -369,12 +422,13 @@ def export_command(
     onnx: Annotated[
         bool, typer.Option("--onnx/--no-onnx", help="Also write model.onnx, checked with onnxruntime.")
     ] = True,
+    thresh: Thresh = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
     from imgcls.commands.export import run_export
 
-    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet)
+    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet, thresh=thresh)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,9 @@ def test_imagenette_recipe_progressive_resizing(imagenette_standin: Path, tmp_pa
     assert spec.train.loss.name == "label_smoothing_cross_entropy" and spec.data.normalize == "imagenet"
     run = train(spec, tmp_path / "imagenette", quiet=True)
     rows = _metrics(run)
-    assert [r["stage"] for r in rows] == ["0", "1", "2"]
+    assert [r["stage"] for r in rows] == ["1", "2", "3"]  # numbered from 1, as the console numbers them
+    split = json.loads((run / "split.json").read_text())
+    assert split["vocab"] == ["cassette_player", "english_springer", "tench"]  # the synsets, named
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
 
 

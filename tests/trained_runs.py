@@ -70,7 +70,19 @@ def _regression() -> dict[str, Any]:
     return spec
 
 
-SPECS = {"category": _classification, "multi_category": _multilabel, "point": _points, "regression": _regression}
+def _grey() -> dict[str, Any]:
+    spec = tiny_spec("demo:folder@0.02")
+    spec["model"]["n_in"] = 1  # batches become one luma channel on the device
+    return spec
+
+
+SPECS = {
+    "category": _classification,
+    "multi_category": _multilabel,
+    "point": _points,
+    "regression": _regression,
+    "grey": _grey,
+}
 
 
 def spec_dict(kind: str) -> dict[str, Any]:

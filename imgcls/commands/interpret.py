@@ -1,12 +1,15 @@
-"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/."""
+"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/; with
+--save-thresholds, a multi-label run's per-label thresholds into RUN/thresholds.json (predict and export use them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgcls.evaluate.interpret import TOP_K, interpret
-from imgcls.evaluate.load import load_run
+from imgcls.evaluate.load import DataAccess, LoadedRun, load_run
 from imgcls.report.console import Console
+from imgcls.targets.base import Evaluated, threshold_text
+from imgcls.train.record import THRESHOLDS_FILE, ThresholdsRecord
 
 
 def run_interpret(
@@ -16,15 +19,36 @@ def run_interpret(
     k: int = TOP_K,
     min_count: int = 1,
     quiet: bool = False,
+    save_thresholds: bool = False,
     *,
-    allow_data_change: bool = False,
-    trust_spec: bool = False,
+    access: DataAccess | None = None,
 ) -> Path:
     console = Console(quiet)
-    loaded = load_run(run_dir, which, allow_data_change=allow_data_change, trust_spec=trust_spec, console=console)
+    loaded = load_run(run_dir, which, access=access or DataAccess(), console=console)
+    if save_thresholds:
+        loaded.target.require_per_label("--save-thresholds")  # before the validation pass
     folder = out or run_dir / "interpret"
     folder.mkdir(parents=True, exist_ok=True)
     console.info(f"interpret: {loaded.checkpoint.path} on the validation items")
     result, written = interpret(loaded, folder, console, k, min_count)
     console.info(f"wrote {folder}/ ({len(result)} items): {', '.join(written)}")
+    if save_thresholds:
+        save_label_thresholds(loaded, result, console)
     return folder
+
+
+def save_label_thresholds(loaded: LoadedRun, result: Evaluated, console: Console) -> Path:
+    """Choose one threshold per label on the validation predictions and write RUN/thresholds.json."""
+    target = loaded.target
+    thresholds, chosen_by = target.choose_thresholds(result)
+    record = ThresholdsRecord(
+        labels=list(target.vocab),
+        thresholds=list(thresholds),
+        chosen_by=chosen_by,
+        checkpoint=str(loaded.checkpoint.path),
+    )
+    path = loaded.run_dir / THRESHOLDS_FILE
+    path.write_text(record.to_json())
+    console.info(f"saved {path}: {threshold_text(thresholds, target.vocab)} ({chosen_by})")
+    console.info("imgcls predict and imgcls export of this run now decide with them (--thresh overrides)")
+    return path

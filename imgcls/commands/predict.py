@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,39 +13,53 @@ from imgcls.evaluate.predict import (
     BATCH_SIZE,
     TOP_K,
     FilePrediction,
+    FileTTA,
     Predictor,
     find_images,
     load_predictor,
     predict_files,
     prediction_frame,
+    resolve_threshold,
 )
 from imgcls.report.console import Console
 from imgcls.spec.data import IMAGE_EXTENSIONS
+from imgcls.targets.base import threshold_text
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    which: str = "best"
+    top_k: int = TOP_K
+    thresh: str | None = None  # '0.4', or 'label=0.3,other=0.6'; None: the run's
+    bs: int = BATCH_SIZE
+    tta: FileTTA | None = None
 
 
 def run_predict(
-    source: Path,
-    inputs: Sequence[Path],
-    out: Path,
-    which: str = "best",
-    top_k: int = TOP_K,
-    thresh: float | None = None,
-    bs: int = BATCH_SIZE,
-    quiet: bool = False,
+    source: Path, inputs: Sequence[Path], out: Path, options: PredictOptions | None = None, quiet: bool = False
 ) -> pd.DataFrame:
+    options = options or PredictOptions()
+    which, top_k, bs, tta = options.which, options.top_k, options.bs, options.tta
     console = Console(quiet)
     if top_k < 1 or bs < 1:
         raise DataError(f"--top-k and --bs must be at least 1, got {top_k} and {bs}")
     predictor = load_predictor(source, which)
+    decision = resolve_threshold(options.thresh, predictor.target, predictor.thresh)
     files = find_images(inputs)
     if not files:
         raise DataError(
             f"no image files under {', '.join(str(p) for p in inputs)}",
             hint=f"give image files or folders holding {', '.join(IMAGE_EXTENSIONS)} files",
         )
-    console.info(f"predicting {len(files)} file(s) with {predictor.source}")
-    predictions = predict_files(predictor, files, bs, console)
-    frame = prediction_frame(predictor, predictions, top_k, thresh)
+    how = ""
+    if tta is not None:
+        blended = "max(plain, max(augmented))" if tta.use_max else f"{1 - tta.beta:g} * mean + {tta.beta:g} * plain"
+        how = f", TTA: {tta.n} augmented pass(es) with the training transforms + 1 plain, {blended}"
+    if predictor.target.per_label_thresholds:
+        how += f"; threshold {threshold_text(decision, predictor.target.vocab)}"
+    console.info(f"predicting {len(files)} file(s) with {predictor.source}{how}")
+    predictions = predict_files(predictor, files, bs, console, tta)
+    frame = prediction_frame(predictor, predictions, top_k, decision)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False, float_format="%.6g")
     failed = [p for p in predictions if p.error is not None]

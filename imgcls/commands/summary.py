@@ -3,7 +3,7 @@ training stage, with the stage, the file and what to do when one of them fails."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -51,6 +51,30 @@ def describe_tensor(value: torch.Tensor | np.ndarray) -> str:
     return f"{array.dtype} {kind} {tuple(array.shape)}{span}"
 
 
+def label_example(label: object) -> str:
+    """A raw or encoded label as a person reads it, never a numpy repr: 'Abyssinian', ['cat', 'dog'], [0.5],
+    (272, 130) for points."""
+    if isinstance(label, str):
+        return repr(label)
+    if isinstance(label, np.ndarray) and label.ndim == 2 and label.shape[1] == 2:
+        return ", ".join(f"({x:.4g}, {y:.4g})" for x, y in label.tolist())
+    if isinstance(label, np.ndarray | list | tuple):
+        parts = label.tolist() if isinstance(label, np.ndarray) else list(label)
+        return "[" + ", ".join(repr(p) if isinstance(p, str) else label_example(p) for p in parts) + "]"
+    if isinstance(label, int | float | np.number) and not isinstance(label, bool):
+        return f"{float(label):.6g}"
+    return repr(label)
+
+
+def case_clashes(vocab: Sequence[str]) -> list[list[str]]:
+    """Groups of vocab names that differ only in case ('Coat', 'coat'): separate classes, as the vocab compares
+    labels exactly."""
+    groups: dict[str, list[str]] = {}
+    for name in vocab:
+        groups.setdefault(name.casefold(), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def check_stage(spec: Spec, stage: int) -> int:
     """The 0-based index of the 1-based `stage` a user names (--stage), or a clear error."""
     n_stages = len(spec.train.stages)
@@ -83,7 +107,8 @@ def _trace_item(console: Console, data: DataBundle, position: int) -> None:
         )
     pixels, target, _ = _stage(console, "item transform", lambda: dataset.load(position, 0))
     console.info(f"  to array         {describe_tensor(pixels)} (HWC; the batch is NCHW)")
-    console.info(f"  target           {data.target.label_text(target)}")
+    coordinates = f": {label_example(np.asarray(target))} in [-1, 1]" if data.target.spatial else ""
+    console.info(f"  target           {data.target.label_text(target)}{coordinates}")
 
 
 def _trace_batch(console: Console, spec: Spec, data: DataBundle, bs: int, stage: int, seed: int) -> None:
@@ -152,7 +177,7 @@ def _build(console: Console, spec: Spec) -> DataBundle:
     items = _stage(console, "collect items", lambda: collect_items(root, spec.data.items))
     console.info(f"items             {len(items)} ({spec.data.items.kind})")
     labels = _stage(console, "label items", lambda: label_items(items, spec.data.labels))
-    console.info(f"labels            {spec.data.labels.kind}, e.g. {labels[0]!r} for {items.relative(0)}")
+    console.info(f"labels            {spec.data.labels.kind}, e.g. {label_example(labels[0])} for {items.relative(0)}")
     split = _stage(console, "split", lambda: split_items(items, spec.data.split))
     console.info(f"split             {spec.data.split.kind}: {len(split.train)} train / {len(split.valid)} valid")
     block = TARGETS.get(spec.data.target)
@@ -188,5 +213,11 @@ def _print_targets(console: Console, data: DataBundle) -> None:
         train, valid = data.class_counts(True), data.class_counts(False)
         counts = ", ".join(f"{name} {train[name]}/{valid[name]}" for name in target.vocab)
         console.info(f"counts (train/valid) {counts}")
+        for names in case_clashes(target.vocab):
+            listed = ", ".join(f"'{n}'" for n in names)
+            console.warn(
+                f"{listed} differ only in case: the vocab compares labels exactly, so they are "
+                f"{len(names)} classes; add data.labels.transforms: [lower] to make them one"
+            )
     else:
         console.info(f"targets           {target.describe()}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgcls.evaluate.load import load_run
+from imgcls.evaluate.load import DataAccess, load_run
 from imgcls.evaluate.tta import BETA, N_AUGMENTED, TTAResult, tta
 from imgcls.report.console import Console
 
@@ -37,11 +37,10 @@ def run_tta(
     use_max: bool = False,
     quiet: bool = False,
     *,
-    allow_data_change: bool = False,
-    trust_spec: bool = False,
+    access: DataAccess | None = None,
 ) -> TTAResult:
     console = Console(quiet)
-    loaded = load_run(run_dir, which, allow_data_change=allow_data_change, trust_spec=trust_spec, console=console)
+    loaded = load_run(run_dir, which, access=access or DataAccess(), console=console)
     result = tta(loaded, n, beta, use_max, console)
     how = "max(plain, max(augmented))" if use_max else f"{1 - beta:g} * mean(augmented) + {beta:g} * plain"
     console.info(

@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from imgcls.spec.data import (
     CallableLabel,
     ColumnLabel,
     Labels,
+    LabelTransform,
     ParentFolderLabel,
     PointFileLabel,
     RegexLabel,
+    ReplaceTransform,
 )
 
 RawLabel = Any  # str (category), list[str] (multi), list[float] (regression), array (n, 2) (points)
@@ -111,17 +113,59 @@ def _callable_labels(items: ItemList, spec: CallableLabel) -> list[RawLabel]:
     return labels
 
 
+def transform_label(text: str, transforms: Sequence[LabelTransform]) -> str:
+    """One label through the spec's transforms, in order."""
+    for transform in transforms:
+        if isinstance(transform, ReplaceTransform):
+            for old, new in transform.replace.items():
+                text = text.replace(old, new)
+        elif transform.kind == "lower":
+            text = text.lower()
+        elif transform.kind == "upper":
+            text = text.upper()
+        else:
+            text = text.strip()
+    return text
+
+
+def _transformed(items: ItemList, labels: list[RawLabel], transforms: Sequence[LabelTransform]) -> list[RawLabel]:
+    """Every text label (each of a multi-label list) through `transforms`; a label they leave empty is an error."""
+    out: list[RawLabel] = []
+    emptied: list[str] = []
+    for index, label in enumerate(labels):
+        if isinstance(label, list):
+            done: RawLabel = [transform_label(str(part), transforms) for part in label]
+            empty = any(new == "" and str(old) != "" for old, new in zip(label, done, strict=True))
+        elif label is None or (isinstance(label, float) and pd.isna(label)):
+            done, empty = label, False  # an empty CSV cell stays empty: the target block reports it
+        else:
+            done = transform_label(str(label), transforms)
+            empty = done == "" and str(label) != ""
+        if empty:
+            emptied.append(items.relative(index))
+        out.append(done)
+    if emptied:
+        raise DataError(
+            f"data.labels.transforms leave {len(emptied)} label(s) empty, e.g. for {', '.join(emptied[:3])}",
+            hint="check the replace pairs and the labels they apply to (`imgcls summary` shows one label)",
+        )
+    return out
+
+
 def label_items(items: ItemList, spec: Labels) -> list[RawLabel]:
-    """One raw label per item."""
+    """One raw label per item, through the spec's label transforms (regex, column and parent_folder labels)."""
+    labels: list[RawLabel]
     if isinstance(spec, ParentFolderLabel):
-        return [path.parent.name for path in items.paths]
-    if isinstance(spec, RegexLabel):
-        return _regex_labels(items, spec)
-    if isinstance(spec, ColumnLabel):
-        return _column_labels(items, spec)
-    if isinstance(spec, PointFileLabel):
+        labels = [path.parent.name for path in items.paths]
+    elif isinstance(spec, RegexLabel):
+        labels = _regex_labels(items, spec)
+    elif isinstance(spec, ColumnLabel):
+        labels = _column_labels(items, spec)
+    elif isinstance(spec, PointFileLabel):
         return [_point_file(path, spec) for path in items.paths]
-    return _callable_labels(items, spec)
+    else:
+        return _callable_labels(items, spec)
+    return _transformed(items, labels, spec.transforms) if spec.transforms else labels
 
 
-__all__ = ["label_items", "load_callable"]
+__all__ = ["label_items", "load_callable", "transform_label"]

@@ -68,6 +68,22 @@ def _column(items: ItemList, spec: ColumnSplit) -> SplitIndices:
     return _from_mask(text.isin(truthy).to_numpy())
 
 
+def _folder_name(items: ItemList, spec: FolderNameSplit) -> SplitIndices:
+    """Validation = the items whose parent folder has one of the names; a name no folder has is an error that
+    lists the folder names there are (a typo would otherwise move nothing, or everything but one folder)."""
+    parents = [p.parent.name for p in items.paths]
+    present = sorted(set(parents))
+    missing = [name for name in spec.valid if name not in present]
+    if missing:
+        shown = ", ".join(present[:30]) + (f", ... ({len(present)} in all)" if len(present) > 30 else "")
+        raise DataError(
+            f"data.split.valid: no image is in a folder named {', '.join(repr(m) for m in missing)}; "
+            f"the images' folders are named: {shown}",
+            hint="list folder names (the image's own folder, not a path), e.g. valid: ['13'] for BIWI's person 13",
+        )
+    return _from_mask(np.isin(parents, spec.valid))
+
+
 def _file(items: ItemList, spec: FileSplit) -> SplitIndices:
     listing = items.root / spec.file
     if not listing.is_file():
@@ -96,7 +112,7 @@ def split_items(items: ItemList, spec: Split) -> SplitIndices:
     elif isinstance(spec, GrandparentSplit):
         result = _grandparent(items, spec)
     elif isinstance(spec, FolderNameSplit):
-        result = _from_mask(np.isin([p.parent.name for p in items.paths], spec.valid))
+        result = _folder_name(items, spec)
     elif isinstance(spec, PathRegexSplit):
         pattern = re.compile(spec.pattern)
         result = _from_mask(np.array([bool(pattern.search(items.relative(i))) for i in range(len(items))]))

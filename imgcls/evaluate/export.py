@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -24,6 +25,8 @@ from imgcls.augment.pipeline import Normalizer
 from imgcls.errors import ImgclsError, TrainingError
 from imgcls.evaluate.load import LoadedRun
 from imgcls.evaluate.predict import PREPROCESS, WEIGHTS
+from imgcls.targets import Target
+from imgcls.targets.base import Threshold
 from imgcls.train.record import EXPORT_FORMAT, EXPORT_VERSION, ExportRecord, OnnxRecord
 
 ONNX = "model.onnx"
@@ -87,11 +90,11 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...], dyna
             return "torchscript"
 
 
-def onnx_difference(
+def onnx_outputs(
     model: nn.Module, path: Path, input_shape: tuple[int, ...], normalizer: Normalizer | None = None, batch: int = 3
-) -> float:
-    """max |onnxruntime - torch| over the outputs of a random batch of images (a batch size the export did not
-    see), normalized as the run's images are."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """onnxruntime's and PyTorch's raw outputs on a random batch of images (a batch size the export did not see),
+    normalized as the run's images are."""
     onnx, onnxruntime = _onnx_modules()
     onnx.checker.check_model(str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -101,7 +104,24 @@ def onnx_difference(
         expected = model(images).float().numpy()
     if actual.shape != expected.shape:
         raise TrainingError(f"the ONNX model gives outputs of shape {actual.shape}, PyTorch {expected.shape}")
+    return np.asarray(actual), expected
+
+
+def onnx_difference(
+    model: nn.Module, path: Path, input_shape: tuple[int, ...], normalizer: Normalizer | None = None, batch: int = 3
+) -> float:
+    """max |onnxruntime - torch| over the outputs of a random batch of images."""
+    actual, expected = onnx_outputs(model, path, input_shape, normalizer, batch)
     return float(abs(actual - expected).max())
+
+
+def same_decisions(target: Target, actual: np.ndarray, expected: np.ndarray, thresh: Threshold) -> bool:
+    """Whether two sets of raw outputs give the same decisions (classes, labels at `thresh`, or values within
+    the ONNX tolerance)."""
+    decide = [target.decide(target.activation(torch.as_tensor(o)).numpy(), thresh) for o in (actual, expected)]
+    if decide[0].dtype.kind in "iub":
+        return bool(np.array_equal(decide[0], decide[1]))
+    return bool(np.allclose(decide[0], decide[1], atol=ONNX_TOLERANCE))
 
 
 # --- the export -----------------------------------------------------------------------------------------------
@@ -116,9 +136,10 @@ class ExportResult:
     max_abs_diff: float | None
 
 
-def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True) -> ExportResult:
+def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True, thresh: Threshold | None = None) -> ExportResult:
     """Write model.safetensors, preprocess.json and (unless onnx=False) a model.onnx checked with onnxruntime into
-    `folder`. A stale model.onnx of an earlier export is removed when onnx=False."""
+    `folder`. `thresh` replaces the run's decision threshold (its saved per-label ones, else the spec's). A stale
+    model.onnx of an earlier export is removed when onnx=False."""
     if onnx:
         _onnx_modules()  # fail before any work when the packages are missing
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,8 +147,9 @@ def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True) -> ExportResu
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS), metadata={"format": EXPORT_FORMAT, "format_version": str(EXPORT_VERSION)})
     target = loaded.target
+    decision = loaded.pipeline.decision if thresh is None else thresh
     record = ExportRecord.from_run(
-        loaded.checkpoint.record, loaded.spec, loaded.pipeline.thresh, target.activation_name, str(loaded.run_dir)
+        loaded.checkpoint.record, loaded.spec, decision, target.activation_name, str(loaded.run_dir)
     )
     files = [folder / WEIGHTS, folder / PREPROCESS]
     exporter, difference = None, None
@@ -137,17 +159,28 @@ def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True) -> ExportResu
         size = loaded.size or (224, 224)
         shape = (1, loaded.spec.model.n_in, *size)
         exporter = export_onnx(model, folder / ONNX, shape, dynamic_size=loaded.size is None)
-        difference = onnx_difference(model, folder / ONNX, shape, loaded.pipeline.normalizer)
-        record = record.model_copy(
-            update={
-                "onnx": OnnxRecord(
-                    file=ONNX, exporter=exporter, opset=ONNX_OPSET, max_abs_diff=difference, tolerance=ONNX_TOLERANCE
-                )
-            }
+        actual, expected = onnx_outputs(model, folder / ONNX, shape, loaded.pipeline.normalizer)
+        difference = float(abs(actual - expected).max())
+        checked = OnnxRecord(
+            file=ONNX,
+            exporter=exporter,
+            opset=ONNX_OPSET,
+            max_abs_diff=difference,
+            tolerance=ONNX_TOLERANCE,
+            decisions_agree=same_decisions(target, actual, expected, decision),
         )
+        record = record.model_copy(update={"onnx": checked})
         files.append(folder / ONNX)
     (folder / PREPROCESS).write_text(record.to_json())
     return ExportResult(folder, files, record, exporter, difference)
 
 
-__all__ = ["ONNX_TOLERANCE", "ExportResult", "export_onnx", "export_run", "onnx_difference"]
+__all__ = [
+    "ONNX_TOLERANCE",
+    "ExportResult",
+    "export_onnx",
+    "export_run",
+    "onnx_difference",
+    "onnx_outputs",
+    "same_decisions",
+]

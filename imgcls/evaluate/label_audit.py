@@ -63,7 +63,7 @@ def audit_labels(run_dir: Path, which: str = "best", console: Console | None = N
         raise ImgclsError("no validation item could be evaluated", hint="check the split and the image files")
     probs = target.activation(result.outputs).numpy().astype(np.float64)
     try:
-        scores, issues, given, suggested = target.label_quality(probs, result.targets.numpy(), loaded.pipeline.thresh)
+        scores, issues, given, suggested = target.label_quality(probs, result.targets.numpy(), loaded.pipeline.decision)
     except ValueError as err:  # cleanlab's checks on its input, e.g. too few items of a class
         raise ImgclsError(
             f"cleanlab cannot rank the labels of {run_dir}: {err}",

@@ -16,7 +16,17 @@ from imgcls.targets import Target
 from imgcls.train.builder import Pipeline
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint
 from imgcls.train.folders import recorded_data
+from imgcls.train.record import ThresholdsRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
+
+
+@dataclass(frozen=True)
+class DataAccess:
+    """How a command reads a run's data: `allow_change` goes on when the files differ from items.csv (the recorded
+    items, split and vocab are used); `trust_spec` runs the stored spec's labeller (it may import code)."""
+
+    allow_change: bool = False
+    trust_spec: bool = False
 
 
 @dataclass
@@ -51,25 +61,30 @@ class LoadedRun:
         return self.pipeline.augment(self.size)
 
 
+RUN_FOLDER_HOLDS = (
+    "a run folder is what `imgcls train` writes: spec.yaml, metrics.csv and checkpoints/best.safetensors "
+    "(and last.safetensors); give that folder, e.g. runs/demo"
+)
+
+
 def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """`best`, `last`, or a path to a checkpoint file."""
+    """`best`, `last`, or a path to a checkpoint file; a folder that is not a run is a clear error."""
     if which not in ("best", "last"):
         return Path(which)
     path = run_dir / "checkpoints" / f"{which}.safetensors"
     if path.is_file():
         return path
     if not run_dir.is_dir():
-        raise TrainingError(
-            f"run folder not found: {run_dir}", hint="give the folder `imgcls train` printed, e.g. runs/demo"
-        )
+        raise TrainingError(f"run folder not found: {run_dir}", hint=RUN_FOLDER_HOLDS)
+    if not (run_dir / "checkpoints").is_dir():
+        raise TrainingError(f"{run_dir} is not a run folder: it has no checkpoints/", hint=RUN_FOLDER_HOLDS)
     other = "last" if which == "best" else "best"
-    if (run_dir / "checkpoints" / f"{other}.safetensors").is_file():
-        raise TrainingError(
-            f"{run_dir} has no {which} checkpoint (checkpoints/{which}.safetensors)",
-            hint=f"use --checkpoint {other}"
-            + (": no epoch improved the monitored metric, or the run stopped first" if which == "best" else ""),
-        )
-    return path
+    if not (run_dir / "checkpoints" / f"{other}.safetensors").is_file():
+        raise TrainingError(f"{run_dir} has no checkpoint yet", hint="it stopped before its first checkpoint")
+    why = ": no epoch improved the monitored metric, or the run stopped first" if which == "best" else ""
+    raise TrainingError(
+        f"{run_dir} has no {which} checkpoint (checkpoints/{which}.safetensors)", hint=f"use --checkpoint {other}{why}"
+    )
 
 
 def load_run(
@@ -78,15 +93,14 @@ def load_run(
     device: str | None = None,
     quiet: bool = True,
     *,
-    allow_data_change: bool = False,
-    trust_spec: bool = False,
+    access: DataAccess = DataAccess(),
     console: Console | None = None,
 ) -> LoadedRun:
     """The run's `which` checkpoint with the pipeline of its record (one process, on `device` if given).
 
     Loading is reading data: the model is rebuilt from the checkpoint's weights alone (never pretrained, never
     from a weights file), the validation items come from the run's items.csv (its labeller is not run, nothing is
-    downloaded or generated) and its presize cache is read, never written. `trust_spec` runs the stored spec's
+    downloaded or generated) and its presize cache is read, never written. `access.trust_spec` runs the stored spec's
     labeller instead, to compare the classes as well as the files."""
     checkpoint = read_checkpoint(checkpoint_path(run_dir, which))
     record = checkpoint.record
@@ -96,11 +110,16 @@ def load_run(
     runtime = resolve_runtime(spec.runtime, distributed=False)
 
     def data() -> DataBundle:
-        return recorded_data(spec, record, run_dir, relabel=trust_spec, allow_change=allow_data_change, console=console)
+        return recorded_data(
+            spec, record, run_dir, relabel=access.trust_spec, allow_change=access.allow_change, console=console
+        )
 
-    pipeline = Pipeline(spec, runtime, record, quiet=quiet, data_factory=data, writes_cache=False)
+    thresholds = ThresholdsRecord.load(run_dir, record.target.vocab)
+    pipeline = Pipeline(
+        spec, runtime, record, quiet=quiet, data_factory=data, writes_cache=False, thresholds=thresholds
+    )
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     return LoadedRun(run_dir, checkpoint, pipeline, model)
 
 
-__all__ = ["LoadedRun", "checkpoint_path", "load_run"]
+__all__ = ["RUN_FOLDER_HOLDS", "LoadedRun", "checkpoint_path", "load_run"]

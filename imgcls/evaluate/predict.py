@@ -23,15 +23,18 @@ from imgcls.data.dataset import ImageDataset
 from imgcls.data.images import oriented_size
 from imgcls.data.item_tfms import ItemTransform, build_item_transform, item_to_source
 from imgcls.data.loaders import FixedBatchSampler, default_workers, make_loader
-from imgcls.errors import ImgclsError
-from imgcls.evaluate.load import LoadedRun, load_run
+from imgcls.errors import ImgclsError, SpecError
+from imgcls.evaluate.load import RUN_FOLDER_HOLDS, LoadedRun, load_run
+from imgcls.evaluate.tta import BETA, N_AUGMENTED, blend, check_options
+from imgcls.registry import did_you_mean
 from imgcls.report.console import Console
 from imgcls.spec.data import IMAGE_EXTENSIONS
 from imgcls.spec.train import RuntimeSpec
 from imgcls.targets import Target
+from imgcls.targets.base import Threshold, label_vector
 from imgcls.targets.point import as_points
 from imgcls.train.builder import batch_augment, inference_model, normalizer_from
-from imgcls.train.evaluation import evaluate
+from imgcls.train.evaluation import Predictions, evaluate
 from imgcls.train.record import ExportRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
 
@@ -49,14 +52,17 @@ class Predictor:
     target: Target
     item_tfm: ItemTransform | None
     augment: BatchAugment
-    thresh: float
+    thresh: Threshold
     runtime: Runtime
     source: str  # what it was loaded from, for messages
     workers: int = 0
+    # The training batch transform without its regularizers (predict --tta); None for exports that lack it.
+    tta_augment: BatchAugment | None = None
 
-    def batches(self, files: Sequence[Path], bs: int) -> DeviceLoader:
+    def batches(self, files: Sequence[Path], bs: int, augmented: int | None = None) -> DeviceLoader:
         """The files in batches that collate: any `bs` when the item transform gives one size, else grouped by
-        each file's size (from its header)."""
+        each file's size (from its header). `augmented` N: TTA pass N, through the training batch transform
+        with its own seed (items stay in their validation form)."""
         positions = list(range(len(files)))
         if self.item_tfm is not None:
             groups = [positions[i : i + bs] for i in range(0, len(files), bs)]
@@ -65,8 +71,17 @@ class Predictor:
         sampler = FixedBatchSampler(groups)
         dataset = ImageDataset(list(files), None, np.array(positions), self.item_tfm, train=False, seed=0)
         loader = make_loader(dataset, sampler, self.workers, self.runtime.device.type == "cuda")
-        options = BatchOptions(train=False, seed=0, channels_last=self.runtime.channels_last)
-        return DeviceLoader(loader, sampler, self.augment, self.runtime.device, options, on_bad_image="skip")
+        augment = self.augment
+        if augmented is not None:
+            if self.tta_augment is None:
+                raise ImgclsError(
+                    f"{self.source} does not record the training transforms that --tta augments with",
+                    hint="export the run again with this imgcls, or predict from the run folder",
+                )
+            augment = self.tta_augment
+        train = augmented is not None
+        options = BatchOptions(train=train, seed=augmented or 0, channels_last=self.runtime.channels_last)
+        return DeviceLoader(loader, sampler, augment, self.runtime.device, options, on_bad_image="skip")
 
 
 def source_size(path: Path) -> tuple[int, int] | None:
@@ -99,10 +114,11 @@ def predictor_from_run(loaded: LoadedRun) -> Predictor:
         loaded.target,
         build_item_transform(spec.data.item_tfm),
         loaded.augment,
-        loaded.pipeline.thresh,
+        loaded.pipeline.decision,
         loaded.runtime,
         str(loaded.checkpoint.path),
         workers,
+        loaded.augment.for_tta(),
     )
 
 
@@ -120,17 +136,20 @@ def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
     except RuntimeError as err:
         raise ImgclsError(f"cannot load {folder / WEIGHTS}: {str(err).splitlines()[0]}") from None
     runtime = resolve_runtime(RuntimeSpec(device=device, precision="fp32"), distributed=False)
-    size = record.batch_resize.size
-    augment = batch_augment(record.augment_spec(), size, normalizer_from(record.normalize), record.model.n_in)
+    size, normalizer, n_in = record.batch_resize.size, normalizer_from(record.normalize), record.model.n_in
+    augment = batch_augment(record.augment_spec(), size, normalizer, n_in)
+    tta_spec = record.tta_spec()
+    tta_augment = None if tta_spec is None else batch_augment(tta_spec, size, normalizer, n_in).for_tta()
     return Predictor(
         model.to(runtime.device),
         target,
         build_item_transform(record.item_tfm_spec()),
         augment,
-        record.threshold,
+        record.decision(),
         runtime,
         f"{folder} (export)",
         default_workers(),
+        tta_augment,
     )
 
 
@@ -141,7 +160,7 @@ def load_predictor(path: Path, which: str = "best") -> Predictor:
     if path.is_dir() and not (path / "checkpoints").is_dir():
         raise ImgclsError(
             f"{path} is neither a run folder (no checkpoints/) nor an export folder (no {PREPROCESS})",
-            hint="give the folder `imgcls train` or `imgcls export` printed",
+            hint=f"{RUN_FOLDER_HOLDS}; an export folder (`imgcls export`) holds {PREPROCESS} and {WEIGHTS}",
         )
     return predictor_from_run(load_run(path, which))
 
@@ -176,16 +195,58 @@ class FilePrediction:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class FileTTA:
+    """predict --tta: `n` augmented passes blended with the plain one as tta-eval blends them."""
+
+    n: int = N_AUGMENTED
+    beta: float = BETA
+    use_max: bool = False
+
+
+def _tta_values(
+    predictor: Predictor,
+    files: Sequence[Path],
+    bs: int,
+    plain: Predictions,
+    options: FileTTA,
+    console: Console | None,
+) -> torch.Tensor:
+    """fastai's learn.tta(dl=test_dl): the files through the training batch transform `n` times (each pass with
+    its own seed), every pass carried into the plain pass's frame (points), blended with the plain values."""
+    target = predictor.target
+    augmented = []
+    for number in range(1, options.n + 1):
+        batches = predictor.batches(files, bs, augmented=number)
+        result = evaluate(predictor.model, batches, predictor.runtime, console, f"augmented pass {number}/{options.n}")
+        if not torch.equal(result.indices, plain.indices):
+            raise ImgclsError("an augmented pass read other files than the plain pass (did a file change?)")
+        augmented.append(target.to_frame(target.activation(result.outputs), result.geometry, plain.geometry))
+    return blend(target.activation(plain.outputs), augmented, options.beta, options.use_max)
+
+
 def predict_files(
-    predictor: Predictor, files: Sequence[Path], bs: int = BATCH_SIZE, console: Console | None = None
+    predictor: Predictor,
+    files: Sequence[Path],
+    bs: int = BATCH_SIZE,
+    console: Console | None = None,
+    tta: FileTTA | None = None,
 ) -> list[FilePrediction]:
-    """One FilePrediction per file, in the order of `files`; unreadable files carry an error instead of values."""
+    """One FilePrediction per file, in the order of `files`; unreadable files carry an error instead of values.
+    With `tta`, the values are the blend of the plain pass and augmented ones."""
+    if tta is not None:
+        check_options(predictor.target, tta.n, tta.use_max)
+        if predictor.tta_augment is None:
+            predictor.batches([], bs, augmented=1)  # the error that says what to do, before any work
     results = [FilePrediction(file) for file in files]
     batches = predictor.batches(files, bs)
     predictions = evaluate(predictor.model, batches, predictor.runtime, console, "predict")
     for bad in batches.skipped:
         results[bad.index].error = bad.reason
-    values = predictor.target.activation(predictions.outputs)
+    if tta is not None and len(predictions):
+        values = _tta_values(predictor, files, bs, predictions, tta, console)
+    else:
+        values = predictor.target.activation(predictions.outputs)
     item_points = None
     if predictor.target.spatial:
         item_points = predictions.geometry.to_input(as_points(values))
@@ -199,8 +260,42 @@ def predict_files(
     return results
 
 
+def resolve_threshold(text: str | None, target: Target, default: Threshold) -> Threshold:
+    """--thresh as given: '0.4' for every label, or 'circle=0.3,square=0.6' for some labels (the others keep
+    `default`, the run's); nothing given: `default`."""
+    if text is None or not text.strip():
+        return default
+    if "=" not in text:
+        return _probability(text, "--thresh")
+    target.require_per_label(f"--thresh {text}")
+    values = [float(v) for v in label_vector(default, target.n_out)]
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        label, _, value = part.partition("=")
+        label = label.strip()
+        if label not in target.vocab:
+            raise SpecError(
+                f"--thresh: unknown label '{label}'{did_you_mean(label, list(target.vocab))}",
+                hint=f"the run's labels: {', '.join(target.vocab)}",
+            )
+        values[target.vocab.index(label)] = _probability(value, f"--thresh {label}")
+    return tuple(values)
+
+
+def _probability(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"{what}: '{text}' is not a number", hint="write e.g. 0.4, or circle=0.3,square=0.6") from None
+    if not 0.0 <= value <= 1.0:
+        raise SpecError(f"{what}: {value:g} is not a probability between 0 and 1")
+    return value
+
+
 def prediction_frame(
-    predictor: Predictor, predictions: Sequence[FilePrediction], top_k: int = TOP_K, thresh: float | None = None
+    predictor: Predictor,
+    predictions: Sequence[FilePrediction],
+    top_k: int = TOP_K,
+    thresh: Threshold | None = None,
 ) -> pd.DataFrame:
     """One row per file: `file`, `error`, then the target's columns: pred_i/prob_i (top-k classes); labels and
     prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i."""
@@ -224,11 +319,13 @@ def validation_values(loaded: LoadedRun) -> tuple[torch.Tensor, torch.Tensor]:
 
 __all__ = [
     "FilePrediction",
+    "FileTTA",
     "Predictor",
     "find_images",
     "load_predictor",
     "predict_files",
     "prediction_frame",
+    "resolve_threshold",
     "predictor_from_export",
     "predictor_from_run",
     "source_size",

@@ -59,6 +59,17 @@ def evaluate_values(
     return row
 
 
+def check_options(target: Target, n: int, use_max: bool) -> None:
+    """At least one augmented pass; --use-max only where the activated outputs are probabilities."""
+    if n < 1:
+        raise ImgclsError(f"TTA needs at least one augmented pass, got n={n}")
+    if use_max and not target.probabilities:
+        raise ImgclsError(
+            f"--use-max takes the largest probability; {target.kind} outputs are values, not probabilities",
+            hint="leave out --use-max to average the passes",
+        )
+
+
 @dataclass
 class TTAResult:
     checkpoint: str
@@ -94,14 +105,8 @@ def tta(
     console: Console | None = None,
 ) -> TTAResult:
     """The plain and the TTA evaluation of a loaded run on its validation set."""
-    if n < 1:
-        raise ImgclsError(f"TTA needs at least one augmented pass, got n={n}")
     target, pipeline = loaded.target, loaded.pipeline
-    if use_max and not target.probabilities:
-        raise ImgclsError(
-            f"--use-max takes the largest probability; {target.kind} outputs are values, not probabilities",
-            hint="leave out --use-max to average the passes",
-        )
+    check_options(target, n, use_max)
     plain = evaluate(loaded.model, pipeline.batches("valid"), loaded.runtime, console, "plain pass")
     if len(plain) == 0:
         raise TrainingError("no validation item could be evaluated", hint="check the split and the image files")
@@ -132,4 +137,4 @@ def tta(
     )
 
 
-__all__ = ["TTAResult", "augmented_pass", "blend", "evaluate_values", "tta"]
+__all__ = ["TTAResult", "augmented_pass", "blend", "check_options", "evaluate_values", "tta"]

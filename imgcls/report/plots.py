@@ -23,8 +23,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def stage_starts(frame: pd.DataFrame) -> list[tuple[int, str]]:
+    """(row, label) of the first row of each stage in metrics.csv, rows numbered from 1 as in the plot: e.g.
+    [(1, 'stage 1: frozen, unfrozen'), (4, 'stage 2: fit_one_cycle')]."""
+    stages = frame["stage"].tolist()
+    phases = frame["phase"].astype(str).tolist() if "phase" in frame else [""] * len(stages)
+    starts: list[tuple[int, str]] = []
+    for row, stage in enumerate(stages):
+        if row == 0 or stage != stages[row - 1]:
+            names = list(dict.fromkeys(p for s, p in zip(stages, phases, strict=True) if s == stage and p))
+            starts.append((row + 1, f"stage {stage}: {', '.join(names)}" if names else f"stage {stage}"))
+    return starts
+
+
 def plot_metrics(metrics_csv: Path, out: Path) -> Path:
-    """Losses (left) and every other metric (right) per epoch, stages marked by vertical lines."""
+    """Losses (left) and every other metric (right) per epoch, numbered from 1 over the whole run as the rows of
+    metrics.csv; each stage's start is a labelled vertical line."""
     plt = _pyplot()
     frame = pd.read_csv(metrics_csv)
     x = np.arange(1, len(frame) + 1)
@@ -34,19 +48,24 @@ def plot_metrics(metrics_csv: Path, out: Path) -> Path:
     ax = axes[0][0]
     ax.plot(x, frame["train_loss"], marker="o", label="train_loss (smoothed)")
     ax.plot(x, frame["valid_loss"], marker="o", label="valid_loss")
-    ax.set_xlabel("epoch")
     ax.set_title("loss")
     ax.legend()
     if others:
         for column in others:
             axes[0][1].plot(x, frame[column], marker="o", label=column)
-        axes[0][1].set_xlabel("epoch")
         axes[0][1].set_title("validation metrics")
         axes[0][1].legend()
-    changes = np.flatnonzero(frame["stage"].to_numpy()[1:] != frame["stage"].to_numpy()[:-1]) + 1.5
+    starts = stage_starts(frame) if len(frame) else []
     for axis in axes[0]:
-        for change in changes:
-            axis.axvline(change, color="grey", linestyle=":")
+        axis.set_xlabel("epoch of the run (row of metrics.csv)")
+        axis.set_xticks(x if len(x) <= 20 else np.linspace(1, len(x), 10).round())
+        if len(starts) < 2:  # one stage: nothing to tell apart
+            continue
+        for row, label in starts:
+            axis.axvline(row - 0.5, color="grey", linestyle=":")
+            axis.text(
+                row - 0.4, 0.98, label, transform=axis.get_xaxis_transform(), fontsize=7, va="top", color="dimgrey"
+            )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -95,8 +114,10 @@ def image_grid(
     points: Sequence[Sequence[np.ndarray]] | None = None,
     ncols: int | None = None,
     suptitle: str | None = None,
+    title_colours: Sequence[str] | None = None,
 ) -> Path:
-    """HWC uint8 images in a grid with a title each; `points` draws (x, y) pixel sets (true, predicted)."""
+    """HWC uint8 images in a grid with a title each (in `title_colours`, e.g. green for a right prediction and
+    red for a wrong one); `points` draws (x, y) pixel sets (true as o, predicted as x)."""
     plt = _pyplot()
     n = len(images)
     ncols = ncols or min(n, 4)
@@ -108,7 +129,7 @@ def image_grid(
         axis = axes.ravel()[index]
         # A 2-D image is grey: drawn with the grey colormap over the whole 0..255 range, never a false colour.
         axis.imshow(image, cmap="gray", vmin=0, vmax=255) if image.ndim == 2 else axis.imshow(image)
-        axis.set_title(title, fontsize=8)
+        axis.set_title(title, fontsize=8, color=title_colours[index] if title_colours else "black")
         if points is not None:
             for group, (colour, marker) in zip(points[index], (("lime", "o"), ("red", "x")), strict=False):
                 axis.scatter(group[:, 0], group[:, 1], c=colour, marker=marker, s=40)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_serializer, model_validator
 
 from imgcls.registry import did_you_mean
 from imgcls.spec.base import (
@@ -50,10 +50,58 @@ Items = Annotated[FolderItems | CsvItems, Field(discriminator="kind")]
 # --- labels -------------------------------------------------------------------------------------------
 
 
+class CaseTransform(StrictModel):
+    """`lower`, `upper` or `strip` (str.lower, str.upper, str.strip) of the whole label."""
+
+    kind: Literal["lower", "upper", "strip"]
+
+    @model_serializer
+    def _as_name(self) -> str:
+        return self.kind
+
+
+class ReplaceTransform(StrictModel):
+    """`{replace: {from: to, ...}}`: every `from` text in the label becomes `to`, pairs in the order written."""
+
+    kind: Literal["replace"]
+    replace: dict[str, str]
+
+    @field_validator("replace")
+    @classmethod
+    def _pairs(cls, pairs: dict[str, str]) -> dict[str, str]:
+        if not pairs:
+            raise ValueError("replace needs at least one 'from: to' pair, e.g. {replace: {'-': '_'}}")
+        if "" in pairs:
+            raise ValueError("replace cannot replace the empty text")
+        return pairs
+
+    @model_serializer
+    def _as_mapping(self) -> dict[str, dict[str, str]]:
+        return {"replace": dict(self.replace)}
+
+
+def _transform_form(value: object) -> object:
+    """`lower` -> {kind: lower}; `{replace: {...}}` -> {kind: replace, replace: {...}} (so that a misspelt name
+    gets the did-you-mean error of a discriminated union)."""
+    if isinstance(value, str):
+        return {"kind": value}
+    if isinstance(value, dict) and "kind" not in value and len(value) == 1:
+        (name,) = value
+        return {"kind": name, name: value[name]}
+    return value
+
+
+# The closed set of label transforms, applied in order to every label (each label of a multi-label list).
+LabelTransform = Annotated[
+    Annotated[CaseTransform | ReplaceTransform, Field(discriminator="kind")], BeforeValidator(_transform_form)
+]
+
+
 class ParentFolderLabel(StrictModel):
     """The name of the folder that holds the image (fastai's parent_label)."""
 
     kind: Literal["parent_folder"]
+    transforms: list[LabelTransform] = Field(default_factory=list)
 
 
 class RegexLabel(StrictModel):
@@ -63,6 +111,7 @@ class RegexLabel(StrictModel):
     pattern: str
     # What the pattern is searched in. (Not called `on`: YAML 1.1 reads the key `on` as true.)
     source: Literal["name", "path"] = "name"
+    transforms: list[LabelTransform] = Field(default_factory=list)
 
     @field_validator("pattern")
     @classmethod
@@ -82,6 +131,13 @@ class ColumnLabel(StrictModel):
     kind: Literal["column"]
     column: str | int | list[str | int] = 1
     delimiter: str | None = None
+    transforms: list[LabelTransform] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ColumnLabel:
+        if self.transforms and isinstance(self.column, list):
+            raise ValueError("transforms apply to text labels; several columns are read as numbers (regression)")
+        return self
 
 
 class CallableLabel(StrictModel):

@@ -40,6 +40,38 @@ class Frames(Protocol):
     def to_output(self, points: torch.Tensor) -> torch.Tensor: ...
 
 
+# A decision threshold on probabilities: one for every label, or one per label in vocab order (multi-label).
+Threshold = float | tuple[float, ...]
+
+
+def threshold_text(thresh: Threshold, vocab: Sequence[str] = ()) -> str:
+    """'0.4', or 'circle 0.275, cross 0.5' for per-label thresholds (3 significant digits: the sweep's steps)."""
+    if isinstance(thresh, tuple):
+        names = list(vocab) or [f"label_{i + 1}" for i in range(len(thresh))]
+        return ", ".join(f"{name} {value:.3g}" for name, value in zip(names, thresh, strict=True))
+    return f"{thresh:.3g}"
+
+
+def label_vector(thresh: Threshold, n_labels: int) -> np.ndarray:
+    """A threshold as one value per label (a single one repeated); a per-label one must have n_labels values."""
+    values = np.asarray(thresh, dtype=np.float64).reshape(-1)
+    if values.size == 1:
+        return np.full(n_labels, float(values[0]))
+    if values.size != n_labels:
+        raise ValueError(f"{values.size} thresholds for {n_labels} labels")
+    return values
+
+
+@dataclass(frozen=True)
+class ShownResult:
+    """One validation prediction next to its truth (show-results): a title, whether it is right (None where
+    right and wrong are a matter of degree), and (x, y) pixel sets to draw on the model's view (true, predicted)."""
+
+    title: str
+    correct: bool | None = None
+    points: list[np.ndarray] | None = None
+
+
 @dataclass(frozen=True)
 class EncodedTargets:
     """The fitted target block and one encoded value per item (in item order)."""
@@ -69,6 +101,8 @@ class Evaluated:
     to_source: Callable[[np.ndarray], np.ndarray] | None = None
     stored: np.ndarray | None = None
     source_sizes: list[tuple[int, int]] = field(default_factory=list)
+    # What predict and export decide with: `thresh`, or the run's saved per-label thresholds (thresholds.json).
+    decision: Threshold | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -98,6 +132,8 @@ class Target(ABC):
     activation_name: ClassVar[str] = "identity"
     # Targets are positions in the image and move with the item window and the batch geometry.
     spatial: ClassVar[bool] = False
+    # Decisions take one threshold per output (interpret --save-thresholds, export --thresh label=value).
+    per_label_thresholds: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -172,7 +208,7 @@ class Target(ABC):
         """Activated values of images resampled by `source` -> as if resampled by `target` (TTA of points)."""
         return values
 
-    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
+    def decide(self, values: np.ndarray, thresh: Threshold) -> np.ndarray:
         """The decision per item: class index (category), 0/1 per label (multi-label), values otherwise."""
         return values
 
@@ -180,7 +216,12 @@ class Target(ABC):
         return [f"value_{number}" for number in range(1, self.n_out + 1)]
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
         """The CSV columns of one prediction (activated `values`; `points` in original pixels for points)."""
         return {f"value_{number}": float(v) for number, v in enumerate(values, start=1)}
@@ -190,7 +231,7 @@ class Target(ABC):
         return ", ".join(f"{row[c]:.4g}" for c in self.prediction_columns(1) if c in row)
 
     def label_quality(
-        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+        self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """Confident learning on out-of-sample probabilities: per item cleanlab's label quality score (lower:
         more doubtful), whether cleanlab flags the label, the given label and the model's in words."""
@@ -199,7 +240,30 @@ class Target(ABC):
             hint="rank the labels of a category or multi_category run",
         )
 
+    def require_per_label(self, what: str) -> None:
+        """Stop with a clear error where `what` (an option) asks for per-label thresholds this kind has not."""
+        if not self.per_label_thresholds:
+            raise ImgclsError(
+                f"{what}: per-label thresholds are for multi-label models; this run predicts {self.kind} targets",
+                hint="leave it out (a classifier decides by the largest probability)",
+            )
+
+    def choose_thresholds(self, evaluated: Evaluated) -> tuple[tuple[float, ...], str]:
+        """One decision threshold per label chosen on the validation set, and how they were chosen."""
+        self.require_per_label("choosing thresholds")
+        raise NotImplementedError
+
     # --- reports -----------------------------------------------------------------------------------------
+
+    def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
+        """show-results: each chosen validation prediction next to its truth (activated values as they are)."""
+        values = self.activation(evaluated.outputs).numpy().reshape(len(evaluated), -1)
+        actual = evaluated.targets.float().numpy().reshape(len(evaluated), -1)
+
+        def text(row: np.ndarray) -> str:
+            return ", ".join(f"{v:.3g}" for v in row)
+
+        return [ShownResult(f"actual {text(actual[p])}\npredicted {text(values[p])}") for p in positions]
 
     @abstractmethod
     def training_report(self, ctx: ReportContext) -> tuple[list[str], list[str]]:

@@ -15,7 +15,10 @@ from imgcls.errors import DataError
 from imgcls.report.plots import image_grid, plot_confusion
 from imgcls.targets.base import (
     EncodedTargets,
+    Evaluated,
     ReportContext,
+    ShownResult,
+    Threshold,
     VocabTarget,
     grid_columns,
     top_losses,
@@ -115,7 +118,7 @@ class Category(VocabTarget):
         # log p activates back to p when p sums to 1 (softmax is shift-invariant)
         return torch.log(values.clamp(min=_LOG_FLOOR))
 
-    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
+    def decide(self, values: np.ndarray, thresh: Threshold) -> np.ndarray:
         decided: np.ndarray = values.argmax(axis=-1)
         return decided
 
@@ -126,7 +129,12 @@ class Category(VocabTarget):
         return columns
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
         row: dict[str, object] = {}
         order = np.argsort(-values, kind="stable")[: min(top_k, self.n_out)]
@@ -139,7 +147,7 @@ class Category(VocabTarget):
         return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
 
     def label_quality(
-        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+        self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
@@ -153,6 +161,17 @@ class Category(VocabTarget):
         return np.asarray(scores, dtype=np.float64), np.asarray(issues, dtype=bool), given, suggested
 
     # --- reports -----------------------------------------------------------------------------------------
+
+    def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
+        probs = self.activation(evaluated.outputs)
+        shown = []
+        for p in positions:
+            predicted, actual = int(probs[p].argmax()), int(evaluated.targets[p])
+            title = (
+                f"actual {self.classes[actual]}\npredicted {self.classes[predicted]} ({float(probs[p, predicted]):.2f})"
+            )
+            shown.append(ShownResult(title, predicted == actual))
+        return shown
 
     def _matrix(self, ctx: ReportContext) -> np.ndarray:
         evaluated = ctx.evaluated

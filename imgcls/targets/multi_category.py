@@ -15,22 +15,28 @@ from imgcls.errors import DataError
 from imgcls.report.plots import image_grid, plot_threshold_sweep
 from imgcls.targets.base import (
     EncodedTargets,
+    Evaluated,
     ReportContext,
+    ShownResult,
+    Threshold,
     VocabTarget,
     grid_columns,
+    label_vector,
+    threshold_text,
     top_losses,
     unknown_labels_error,
 )
 from imgcls.targets.category import LABEL_SCORE
 
 THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
+CHOSEN_BY = "per label, the threshold of linspace(0.05, 0.95, 29) with the highest validation F1"
 _LOGIT_EPS = 1e-7  # keeps logit(p) finite for p = 0 or 1
 
 
-def multilabel_report(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str], thresh: float) -> pd.DataFrame:
-    """Per label at `thresh` (probabilities > thresh): precision, recall, F1, accuracy (share of items decided
-    right), support (items with the label) and how many items were predicted to have it."""
-    predicted = probs > thresh
+def multilabel_report(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str], thresh: Threshold) -> pd.DataFrame:
+    """Per label at `thresh` (probabilities > thresh; one value, or one per label): precision, recall, F1,
+    accuracy (share of items decided right), support (items with the label) and how many were predicted to have it."""
+    predicted = probs > label_vector(thresh, probs.shape[1])
     actual = targets > 0.5
     true_pos = (predicted & actual).sum(axis=0).astype(float)
     n_predicted = predicted.sum(axis=0).astype(float)
@@ -59,6 +65,30 @@ def threshold_sweep(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarr
     return np.array([float(((probs > t) == actual).mean()) for t in thresholds])
 
 
+def best_label_thresholds(
+    probs: np.ndarray, targets: np.ndarray, fallback: Threshold, thresholds: np.ndarray = THRESHOLDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the threshold of the sweep where that label's F1 is highest (ties: the one nearest the fallback,
+    so that a flat stretch keeps the run's own); a label no validation item has keeps the fallback. F1, not
+    accuracy, because a rare label's accuracy is best when it is never predicted. Returns the thresholds and
+    each label's F1 there."""
+    actual = targets > 0.5
+    predicted = probs[:, None, :] > thresholds[None, :, None]  # (items, thresholds, labels)
+    true_pos = (predicted & actual[:, None, :]).sum(axis=0)
+    denominator = predicted.sum(axis=0) + actual.sum(axis=0)[None, :]
+    f1 = np.divide(2.0 * true_pos, denominator, out=np.zeros(true_pos.shape), where=denominator > 0)
+    base = label_vector(fallback, probs.shape[1])
+    chosen, scores = base.copy(), np.zeros(probs.shape[1])
+    for label in range(probs.shape[1]):
+        best = f1[:, label].max()
+        if not actual[:, label].any():
+            continue  # nothing to find: the fallback, F1 0
+        candidates = np.flatnonzero(f1[:, label] >= best - 1e-12)
+        pick = candidates[np.argmin(np.abs(thresholds[candidates] - base[label]))]
+        chosen[label], scores[label] = float(thresholds[pick]), float(best)
+    return chosen, scores
+
+
 @dataclass(frozen=True, eq=False)
 class MultiCategory(VocabTarget):
     """The vocab is the sorted set of labels of the training items; an image may have none."""
@@ -68,6 +98,7 @@ class MultiCategory(VocabTarget):
     losses = ("bce_with_logits",)
     metrics = ("accuracy_multi", "f1_macro")
     activation_name = "sigmoid"
+    per_label_thresholds = True
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -107,17 +138,23 @@ class MultiCategory(VocabTarget):
         clamped = values.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)
         return torch.log(clamped / (1 - clamped))
 
-    def decide(self, values: np.ndarray, thresh: float) -> np.ndarray:
-        return (values > thresh).astype(np.int64)
+    def decide(self, values: np.ndarray, thresh: Threshold) -> np.ndarray:
+        return (values > label_vector(thresh, self.n_out)).astype(np.int64)
 
     def prediction_columns(self, top_k: int) -> list[str]:
         return ["labels", *(f"prob_{label}" for label in self.classes)]
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
+        cuts = label_vector(thresh, self.n_out)
         row: dict[str, object] = {
-            "labels": " ".join(label for label, p in zip(self.classes, values, strict=True) if p > thresh)
+            "labels": " ".join(label for label, p, cut in zip(self.classes, values, cuts, strict=True) if p > cut)
         }
         row.update({f"prob_{label}": float(p) for label, p in zip(self.classes, values, strict=True)})
         return row
@@ -126,7 +163,7 @@ class MultiCategory(VocabTarget):
         return str(row.get("labels") or "") or "(no label above the threshold)"
 
     def label_quality(
-        self, probs: np.ndarray, targets: np.ndarray, thresh: float
+        self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         from cleanlab.multilabel_classification import get_label_quality_scores
         from cleanlab.multilabel_classification.filter import find_label_issues
@@ -139,7 +176,7 @@ class MultiCategory(VocabTarget):
             return " ".join(name for name, flag in zip(self.classes, on, strict=True) if flag) or "-"
 
         given = [words(row > 0.5) for row in targets]
-        suggested = [words(row > thresh) for row in probs]
+        suggested = [words(row > label_vector(thresh, self.n_out)) for row in probs]
         return np.asarray(scores, dtype=np.float64), np.asarray(issues, dtype=bool), given, suggested
 
     # --- reports -----------------------------------------------------------------------------------------
@@ -156,6 +193,21 @@ class MultiCategory(VocabTarget):
         positive = float((targets > 0.5).mean())
         return f"all-negative {1 - positive:.4f}, all-positive {positive:.4f}"
 
+    def choose_thresholds(self, evaluated: Evaluated) -> tuple[tuple[float, ...], str]:
+        probs, targets = self.activation(evaluated.outputs).numpy(), evaluated.targets.numpy()
+        chosen, _ = best_label_thresholds(probs, targets, evaluated.thresh)
+        return tuple(round(float(v), 4) for v in chosen), CHOSEN_BY  # 4 digits: linspace's steps, no float noise
+
+    def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
+        probs = self.activation(evaluated.outputs).numpy()
+        decision = evaluated.decision if evaluated.decision is not None else evaluated.thresh
+        shown = []
+        for p in positions:
+            actual = self.label_text(evaluated.targets[p].numpy())
+            predicted = self.label_text(self.decide(probs[p], decision))
+            shown.append(ShownResult(f"actual {actual}\npredicted {predicted}", actual == predicted))
+        return shown
+
     def training_report(self, ctx: ReportContext) -> tuple[list[str], list[str]]:
         _, targets, accuracies, at_run = self._sweep(ctx)
         best = int(accuracies.argmax())
@@ -164,7 +216,7 @@ class MultiCategory(VocabTarget):
         if accuracies[best] > at_run + 1e-9:
             lines.append(
                 f"best threshold {THRESHOLDS[best]:.3f}: accuracy_multi {accuracies[best]:.4f} "
-                f"({accuracies[best] - at_run:+.4f}); `imgcls interpret RUN` sweeps it per label"
+                f"({accuracies[best] - at_run:+.4f}); `imgcls interpret RUN --save-thresholds` chooses one per label"
             )
         else:
             lines.append(f"no threshold of the sweep does better than the run's {thresh:.2f}")
@@ -173,8 +225,6 @@ class MultiCategory(VocabTarget):
     def interpret(self, ctx: ReportContext) -> list[str]:
         console, thresh = ctx.console, ctx.evaluated.thresh
         probs, targets, accuracies, at_run = self._sweep(ctx)
-        report = multilabel_report(probs, targets, self.classes, thresh)
-        report.to_csv(ctx.folder / "per_label.csv", index=False, float_format="%.4f")
         sweep = pd.DataFrame({"threshold": THRESHOLDS, "accuracy_multi": accuracies})
         sweep.to_csv(ctx.folder / "threshold_sweep.csv", index=False, float_format="%.4f")
         plot_threshold_sweep(THRESHOLDS, accuracies, thresh, ctx.folder / "threshold_sweep.png")
@@ -193,15 +243,38 @@ class MultiCategory(VocabTarget):
                 f"no threshold does better than the run's (swept {swept}; best {THRESHOLDS[best]:.3f}: "
                 f"{accuracies[best]:.4f})"
             )
-        console.info(f"per label at {thresh:.2f}:")
-        console.info(f"{'label':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'accuracy':>10}{'support':>9}")
+        self._per_label(ctx, probs, targets)
+        self._top_losses(ctx, probs)
+        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png"]
+
+    def _per_label(self, ctx: ReportContext, probs: np.ndarray, targets: np.ndarray) -> None:
+        """The per-label table at the run's threshold, with each label's best threshold by F1 beside it."""
+        console, evaluated = ctx.console, ctx.evaluated
+        report = multilabel_report(probs, targets, self.classes, evaluated.thresh)
+        chosen, best_f1 = best_label_thresholds(probs, targets, evaluated.thresh)
+        report["best_threshold"], report["f1_at_best"] = chosen, best_f1
+        report.to_csv(ctx.folder / "per_label.csv", index=False, float_format="%.4f")
+        console.info(f"per label at {evaluated.thresh:.2f}, and the threshold where each label's F1 is best:")
+        console.info(
+            f"{'label':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'accuracy':>10}{'support':>9}"
+            f"{'best at':>9}{'f1 there':>10}"
+        )
         for _, row in report.iterrows():
             console.info(
                 f"{row['label']!s:<20}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
-                f"{row['accuracy']:>10.4f}{row['support']:>9d}"
+                f"{row['accuracy']:>10.4f}{row['support']:>9d}{row['best_threshold']:>9.3f}{row['f1_at_best']:>10.4f}"
             )
-        self._top_losses(ctx, probs)
-        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png"]
+        at_chosen = float(((probs > chosen) == (targets > 0.5)).mean())
+        console.info(
+            f"with those per-label thresholds: accuracy_multi {at_chosen:.4f}, macro F1 {best_f1.mean():.4f} "
+            f"(at {evaluated.thresh:.2f}: {float(report['f1'].mean()):.4f}); save them for predict and export "
+            "with --save-thresholds"
+        )
+        if isinstance(evaluated.decision, tuple):
+            console.info(
+                f"predict and export decide with the saved per-label thresholds (thresholds.json): "
+                f"{threshold_text(evaluated.decision, self.classes)}"
+            )
 
     def _top_losses(self, ctx: ReportContext, probs: np.ndarray) -> None:
         evaluated, thresh = ctx.evaluated, ctx.evaluated.thresh

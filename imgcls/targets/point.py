@@ -15,10 +15,13 @@ from imgcls.errors import DataError
 from imgcls.report.plots import image_grid
 from imgcls.targets.base import (
     EncodedTargets,
+    Evaluated,
     Frames,
     PointWindow,
     ReportContext,
+    ShownResult,
     Target,
+    Threshold,
     float_rows,
     grid_columns,
 )
@@ -101,7 +104,12 @@ class Point(Target):
         return [*columns, "width", "height"]
 
     def prediction_row(
-        self, values: np.ndarray, points: np.ndarray | None, size: tuple[int, int] | None, top_k: int, thresh: float
+        self,
+        values: np.ndarray,
+        points: np.ndarray | None,
+        size: tuple[int, int] | None,
+        top_k: int,
+        thresh: Threshold,
     ) -> dict[str, object]:
         if points is None or size is None:
             raise ValueError("point predictions need the points in original pixels and the image size")
@@ -175,15 +183,31 @@ class Point(Target):
             self._draw(ctx, worst, errors)
         return ["point_errors.csv", "largest_errors.png"]
 
+    def _view_points(self, evaluated: Evaluated, position: int, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """The true and the predicted points of one item in pixels of the model's view of it (of `shape`, height
+        and width first)."""
+        scale = np.array([shape[1] / 2, shape[0] / 2], dtype=np.float32)
+        true_px = (evaluated.targets[position].numpy() + 1) * scale
+        pred_px = (as_points(evaluated.outputs[position : position + 1])[0].numpy() + 1) * scale
+        return [true_px, pred_px]
+
+    def show_results(self, evaluated: Evaluated, positions: Sequence[int]) -> list[ShownResult]:
+        shape = evaluated.input_size or evaluated.images([positions[0]])[0].shape[:2]
+        half = np.array([shape[1] / 2, shape[0] / 2], dtype=np.float32)
+        errors = point_distances(as_points(evaluated.outputs).numpy() * half, evaluated.targets.numpy() * half)
+        return [
+            ShownResult(
+                f"{Path(evaluated.names[p]).name}\nerror {errors[p]:.1f} px (model input)",
+                None,
+                self._view_points(evaluated, p, shape),
+            )
+            for p in positions
+        ]
+
     def _draw(self, ctx: ReportContext, worst: list[int], errors: np.ndarray) -> None:
         evaluated = ctx.evaluated
         images = evaluated.images(worst)
-        drawn = []
-        for position, image in zip(worst, images, strict=True):
-            scale = np.array([image.shape[1] / 2, image.shape[0] / 2], dtype=np.float32)
-            true_px = (evaluated.targets[position].numpy() + 1) * scale
-            pred_px = (as_points(evaluated.outputs[position : position + 1])[0].numpy() + 1) * scale
-            drawn.append([true_px, pred_px])
+        drawn = [self._view_points(evaluated, p, image.shape) for p, image in zip(worst, images, strict=True)]
         titles = [f"{Path(evaluated.names[p]).name}\nerror {errors[p]:.1f} px (original)" for p in worst]
         image_grid(
             images,

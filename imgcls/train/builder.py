@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import timm
 import torch
@@ -26,8 +27,9 @@ from imgcls.spec.data import AugmentSpec, NormStats
 from imgcls.spec.schema import Spec
 from imgcls.spec.train import ModelSpec
 from imgcls.targets import Target
+from imgcls.targets.base import Threshold
 from imgcls.train.losses import Loss, build_loss
-from imgcls.train.metrics import Metric, build_metric
+from imgcls.train.metrics import Metric, build_metric, pixel_metric
 from imgcls.train.record import NormalizerRecord, RunRecord
 from imgcls.train.runtime import Runtime
 from imgcls.train.source import DataSource, Split
@@ -202,9 +204,11 @@ class Pipeline:
         quiet: bool = True,
         data_factory: Callable[[], DataBundle] | None = None,
         writes_cache: bool = True,
+        thresholds: tuple[float, ...] | None = None,
     ) -> None:
         self.spec, self.runtime, self.record, self.quiet = spec, runtime, record, quiet
         self.writes_cache = writes_cache
+        self.thresholds = thresholds  # a run's saved per-label thresholds (thresholds.json), if any
         self._data_factory = data_factory or (lambda: build_data(spec.data, quiet))
         self._data: DataBundle | None = None
         self._normalizer: Normalizer | None = None
@@ -335,19 +339,50 @@ class Pipeline:
             self._normalizer, self._normalizer_known = stats, True
         return self._normalizer
 
+    def normalizer_summary(self) -> dict[str, Any]:
+        """What `data.normalize` asked for and what it resolved to (measuring if asked): normalize.json of a run
+        folder, and the line training prints before its first batch."""
+        choice = self.spec.data.normalize
+        plan, stats = self.normalizer_plan, self.normalizer
+        resolved = plan.description
+        if plan.measure and stats is not None:
+            resolved += f": {_stats_text(stats)}"
+        return {
+            "spec": choice if isinstance(choice, str) else "explicit",
+            "resolved": resolved,
+            "mean": None if stats is None else list(stats.mean),
+            "std": None if stats is None else list(stats.std),
+            "n_in": self.spec.model.n_in,
+        }
+
     # --- model, loss, metrics -------------------------------------------------------------------------------
 
     @cached_property
     def loss(self) -> Loss:
         return build_loss(self.spec.train.loss, self.target)
 
-    @cached_property
+    @property
     def metrics(self) -> list[Metric]:
-        return [build_metric(m) for m in self.spec.train.metrics]
+        """The metrics at the evaluation size (tta-eval, interpret)."""
+        return self.metrics_at(self.eval_size)
+
+    def metrics_at(self, size: tuple[int, int] | None) -> list[Metric]:
+        """The spec's metrics; for spatial targets also the point error in pixels of the model input at `size`
+        (one rule for every stage: its own size), when batches have one size."""
+        metrics = [build_metric(m) for m in self.spec.train.metrics]
+        if self.target.spatial and size is not None:
+            metrics.append(pixel_metric(size))
+        return metrics
 
     @property
     def thresh(self) -> float:
+        """The spec's one threshold: what the run's metrics and reports are computed at."""
         return decision_threshold(self.spec)
+
+    @property
+    def decision(self) -> Threshold:
+        """What predictions are decided with: the saved per-label thresholds, else the spec's threshold."""
+        return self.thresholds if self.thresholds is not None else self.thresh
 
     def new_model(self) -> nn.Module:
         """A fresh model (pretrained body if the spec asks), not yet on the device."""

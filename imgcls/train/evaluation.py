@@ -152,6 +152,7 @@ def evaluated(predictions: Predictions, pipeline: Pipeline, augment: BatchAugmen
         input_size=augment.size,
         thresh=pipeline.thresh,
         images=images,
+        decision=pipeline.decision,
     )
     if target.spatial:
         sizes, windows = _source_frames(data, indices)

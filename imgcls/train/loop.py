@@ -66,9 +66,7 @@ class InterruptFlag:
     def check(self, state: TrainState) -> None:
         if self._agreed(state):
             pos = state.position
-            raise TrainingInterrupted(
-                f"interrupted at stage {pos.stage}, {state.phase_name} epoch {pos.epoch}, batch {pos.batch}"
-            )
+            raise TrainingInterrupted(f"interrupted in {where(state)}, after batch {pos.batch}")
 
 
 @dataclass
@@ -86,6 +84,12 @@ class FitContext:
     stop_on_nonfinite: bool = True
 
 
+def where(state: TrainState) -> str:
+    """The position as a person reads it: stage, phase and epoch numbered from 1 (Position counts from 0)."""
+    pos = state.position
+    return f"stage {pos.stage + 1}, phase {pos.phase + 1} {state.phase_name}, epoch {pos.epoch + 1}"
+
+
 def check_finite(state: TrainState) -> None:
     value = state.smooth.get()
     if not math.isfinite(value):
@@ -100,8 +104,7 @@ def check_finite(state: TrainState) -> None:
             else "no checkpoint was written before it: start the run again"
         )
         raise TrainingError(
-            f"the training loss became {value} at stage {pos.stage + 1}, "
-            f"{state.phase_name} epoch {pos.epoch + 1}, batch {pos.batch}",
+            f"the training loss became {value} in {where(state)}, at batch {pos.batch}",
             hint=f"{'; '.join(ways)}; {kept}",
         )
 
@@ -167,7 +170,9 @@ def _epoch(state: TrainState, ctx: FitContext) -> None:
     if ctx.stop_on_nonfinite:
         check_finite(state)
     # validation and the epoch's row; position moves on before callbacks checkpoint it
-    row = {"stage": pos.stage, "phase": state.phase_name, "epoch": pos.epoch, "train_loss": state.smooth.get()}
+    # Stage and epoch are numbered from 1 in the row (the table, metrics.csv, the record's metrics); Position
+    # keeps counting from 0.
+    row = {"stage": pos.stage + 1, "phase": state.phase_name, "epoch": pos.epoch + 1, "train_loss": state.smooth.get()}
     if not state.skip_validation:
         row.update(ctx.validate())
     row.update(lr=state.optimizer.param_groups[-1]["lr"], seconds=time.perf_counter() - started)

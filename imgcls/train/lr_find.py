@@ -32,6 +32,7 @@ from imgcls.train.callbacks.base import Callback, CallbackList
 from imgcls.train.checkpoint import unwrap
 from imgcls.train.loop import CancelFit, FitContext, InterruptFlag, fit
 from imgcls.train.optim import build_optimizer, set_frozen, set_hypers
+from imgcls.train.record import RunRecord
 from imgcls.train.runtime import resolve_runtime
 from imgcls.train.schedule import N_GROUPS, Phase
 from imgcls.train.state import Position, TrainState
@@ -324,23 +325,27 @@ def lr_find(
     *,
     model: nn.Module | None = None,
     console: Console | None = None,
+    record: RunRecord | None = None,
+    stage: int = 0,
 ) -> LRFindResult:
     """Run the range test on the model the spec builds (or on `model`, which is left unchanged) with the
-    spec's data, first-stage size and batch size, optimizer, loss, training callbacks and runtime."""
+    spec's data, the 0-based `stage`'s size and batch size, optimizer, loss, training callbacks and runtime.
+    `record` (a trained run's, with its `model`): the run's normalization and vocab, and the whole network is
+    tested (trained weights are not frozen)."""
     options = options or LRFindOptions()
     options.check()
     console = console or Console(quiet=True, enabled=False)
     runtime = resolve_runtime(spec.runtime, distributed=False)  # a range test is one process
     for note in runtime.notes:
         console.warn(note)
-    pipeline = Pipeline(spec, runtime, quiet=console.quiet)
+    pipeline = Pipeline(spec, runtime, record, quiet=console.quiet)
     if model is None:
         torch.manual_seed(spec.seed)  # the weights training would start from
         model = pipeline.new_model()
-    loaders = pipeline.stage_loaders(0)
+    loaders = pipeline.stage_loaders(stage)
     context = CallbackContext(Path("."), lambda kind, state: None, spec.runtime.log_every, spec)
     shaping = [cb for cb in build_callbacks(spec.callbacks, context) if cb.shapes_training]
-    frozen = freezes_first(spec) and not options.unfrozen
+    frozen = freezes_first(spec) and not options.unfrozen and record is None
     snapshot = _Snapshot(model)
     try:
         placed = place_model(model, runtime)
@@ -355,7 +360,15 @@ def lr_find(
         curve = run_range_test(state, loaders.train, options, shaping, console)
     finally:
         snapshot.restore()
-    suggestions = suggest(curve.lrs, curve.losses, options.num_it)
+    try:
+        suggestions = suggest(curve.lrs, curve.losses, options.num_it)
+    except TrainingError as err:
+        if not curve.stop_reason.startswith("the smoothed loss exceeded") or not options.stop_div:
+            raise
+        raise TrainingError(
+            f"{err.message}: {curve.stop_reason}",
+            hint="a trained model's loss is small and noisy, so 4x its minimum comes at once: add --no-stop-div",
+        ) from None
     names = [cb.name for cb in shaping]
     return LRFindResult(
         curve, suggestions, options.num_it, options.start_lr, options.end_lr, frozen, loaders.size, loaders.bs, names

@@ -70,6 +70,24 @@ def mae(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return float((outputs - targets.reshape(outputs.shape)).abs().mean())
 
 
+POINT_PIXELS = "error_px"  # the metrics.csv column of point_pixels
+
+
+def point_pixels(outputs: torch.Tensor, targets: torch.Tensor, size: tuple[int, int]) -> float:
+    """Mean Euclidean distance between predicted and true points in pixels of the model input of `size`
+    (height, width): [-1, 1] spans the width in x and the height in y, so one unit is width/2 or height/2 px."""
+    height, width = size
+    half = torch.tensor([width / 2, height / 2], dtype=torch.float32, device=outputs.device)
+    predicted = outputs.float().reshape(outputs.shape[0], -1, 2) * half
+    actual = targets.float().reshape(predicted.shape) * half
+    return float(torch.linalg.vector_norm(predicted - actual, dim=-1).mean())
+
+
+def pixel_metric(size: tuple[int, int]) -> Metric:
+    """The point error in pixels at one stage's input size (a point run's column besides rmse and mae)."""
+    return Metric(POINT_PIXELS, lambda o, t: point_pixels(o, t, size), higher_is_better=False)
+
+
 def build_metric(spec: MetricSpec) -> Metric:
     if isinstance(spec, AccuracySpec):
         if spec.name == "error_rate":

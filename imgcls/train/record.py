@@ -8,9 +8,10 @@ JSON: a hand-edited or foreign header is a clear error, never a KeyError deep in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -175,6 +176,8 @@ class OnnxRecord(_Record):
     opset: int
     max_abs_diff: float
     tolerance: float
+    # Whether onnxruntime's outputs give the same decisions as PyTorch's at the export's threshold (None: older).
+    decisions_agree: bool | None = None
 
 
 class ExportRecord(_Record):
@@ -184,7 +187,8 @@ class ExportRecord(_Record):
     format_version: int = EXPORT_VERSION
     imgcls_version: str = __version__
     target: TargetRecord
-    threshold: float
+    # Multi-label decisions: probability > threshold, one for every label or one per label in vocab order.
+    threshold: float | list[float]
     activation: str  # softmax | sigmoid | identity: how raw outputs become probabilities or values
     model: ExportModelRecord
     item_transform: dict[str, Any] | None
@@ -194,15 +198,19 @@ class ExportRecord(_Record):
     output: dict[str, Any]
     source: dict[str, Any]
     onnx: OnnxRecord | None = None
+    # The run's training batch transform (its `augment:` section): what `predict --tta` augments with.
+    tta_augment: dict[str, Any] | None = None
 
     @classmethod
-    def from_run(cls, record: RunRecord, spec: Spec, threshold: float, activation: str, source: str) -> ExportRecord:
+    def from_run(
+        cls, record: RunRecord, spec: Spec, threshold: float | tuple[float, ...], activation: str, source: str
+    ) -> ExportRecord:
         size = list(record.size) if record.size is not None else None
         spatial: list[int | str] = list(size) if size is not None else ["height", "width"]
         model = spec.model.model_dump(mode="json", include={"arch", "n_in", "y_range", "head", "kwargs"})
         return cls(
             target=record.target,
-            threshold=threshold,
+            threshold=list(threshold) if isinstance(threshold, tuple) else threshold,
             activation=activation,
             model=ExportModelRecord.model_validate(model),
             item_transform=spec.data.item_tfm.model_dump(mode="json") if spec.data.item_tfm is not None else None,
@@ -225,7 +233,16 @@ class ExportRecord(_Record):
                 "checkpoint": record.kind,
                 "metrics": {k: v for k, v in record.metrics.items() if isinstance(v, int | float)},
             },
+            tta_augment=spec.augment.model_dump(mode="json"),
         )
+
+    def decision(self) -> float | tuple[float, ...]:
+        """The threshold as the target blocks take it (a tuple when there is one per label)."""
+        return tuple(self.threshold) if isinstance(self.threshold, list) else self.threshold
+
+    def tta_spec(self) -> AugmentSpec | None:
+        """The training batch transform for predict --tta (None in exports written before it was recorded)."""
+        return None if self.tta_augment is None else AugmentSpec.model_validate(self.tta_augment)
 
     def item_tfm_spec(self) -> ItemTfm | None:
         from pydantic import TypeAdapter
@@ -266,6 +283,49 @@ class ExportRecord(_Record):
             first = err.errors()[0]
             at = ".".join(str(part) for part in first["loc"])
             raise TrainingError(f"{file} is malformed at '{at}': {first['msg']}") from None
+
+
+# --- per-label thresholds -------------------------------------------------------------------------------------
+
+THRESHOLDS_FILE = "thresholds.json"  # in the run folder, written by `imgcls interpret --save-thresholds`
+
+
+class ThresholdsRecord(_Record):
+    """Per-label decision thresholds of a multi-label run, chosen on its validation set: predict and export use
+    them instead of the spec's single threshold."""
+
+    format: Literal["imgcls-thresholds"] = "imgcls-thresholds"
+    labels: list[str]
+    thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]]
+    chosen_by: str
+    checkpoint: str
+
+    def for_vocab(self, vocab: Sequence[str], where: Path) -> tuple[float, ...]:
+        """The thresholds in vocab order; labels that are not the run's are an error (another run's file)."""
+        if list(vocab) != self.labels or len(self.thresholds) != len(self.labels):
+            raise TrainingError(
+                f"{where} holds thresholds for the labels {self.labels}, but the run's labels are {list(vocab)}",
+                hint="choose them again: imgcls interpret RUN --save-thresholds (or delete the file)",
+            )
+        return tuple(self.thresholds)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+    @classmethod
+    def load(cls, run_dir: Path, vocab: Sequence[str]) -> tuple[float, ...] | None:
+        """The run folder's saved per-label thresholds, or None when there are none."""
+        file = run_dir / THRESHOLDS_FILE
+        if not file.is_file():
+            return None
+        try:
+            record = cls.model_validate_json(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValidationError) as err:
+            raise TrainingError(
+                f"cannot read {file}: {str(err).splitlines()[0]}",
+                hint="choose them again: imgcls interpret RUN --save-thresholds (or delete the file)",
+            ) from None
+        return record.for_vocab(vocab, file)
 
 
 def _pixels_text(n_in: int) -> str:

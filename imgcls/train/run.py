@@ -221,26 +221,28 @@ class Trainer:
 
     # --- stages and phases --------------------------------------------------------------------------------
 
-    def _describe(self, loaders: StageLoaders) -> Callable[[TrainState], str]:
+    def _describe(self, loaders: StageLoaders, n_phases: int) -> Callable[[TrainState], str]:
         n_stages = self.pipeline.n_stages
 
         def describe(state: TrainState) -> str:
             size = "x".join(map(str, loaders.size)) if loaders.size else "item size"
             lrs = ", ".join(f"{lr:.2e}" for lr in state.phase.lrs)
             frozen = ", body frozen" if state.phase.frozen else ""
+            pos = state.position
             return (
-                f"stage {state.position.stage + 1}/{n_stages} {state.phase_name}: {state.phase.epochs} epoch(s) "
-                f"at {size} px, bs {loaders.bs}, lr {lrs}{frozen}"
+                f"stage {pos.stage + 1}/{n_stages}, phase {pos.phase + 1}/{n_phases} {state.phase_name}: "
+                f"{state.phase.epochs} epoch(s) at {size} px, bs {loaders.bs}, lr {lrs}{frozen}"
             )
 
         return describe
 
-    def _core_callbacks(self, loaders: StageLoaders) -> list[Callback]:
-        columns = metric_columns(self.pipeline.metrics)
+    def _core_callbacks(self, loaders: StageLoaders, n_phases: int) -> list[Callback]:
+        columns = metric_columns(self.pipeline.metrics_at(loaders.size))
         cbs: list[Callback] = [SaveLast(self.write, 60.0 * self.spec.runtime.checkpoint_every)]
         if self.runtime.is_main:
             cbs.append(CSVLogger(self.run_dir / "metrics.csv", columns))
-        cbs.append(ProgressDisplay(self.console, columns, self.spec.runtime.log_every, self._describe(loaders)))
+        describe = self._describe(loaders, n_phases)
+        cbs.append(ProgressDisplay(self.console, columns, self.spec.runtime.log_every, describe))
         return cbs
 
     def _validate(self, loaders: StageLoaders) -> Callable[[], dict[str, float]]:
@@ -252,7 +254,7 @@ class Trainer:
                 for buffer in self.model.buffers():
                     dist.broadcast(buffer, src=0)
             predictions = evaluate(self.model, loaders.valid, self.runtime)
-            return compute_metrics(predictions, self.pipeline.loss, self.pipeline.metrics)
+            return compute_metrics(predictions, self.pipeline.loss, self.pipeline.metrics_at(loaders.size))
 
         return validate
 
@@ -286,9 +288,10 @@ class Trainer:
         stage = self.spec.train.stages[index]
         self.size = self.pipeline.size(index)
         loaders = self.pipeline.stage_loaders(index)
-        callbacks = CallbackList(self.callbacks.callbacks + self._core_callbacks(loaders))
+        phases = stage_phases(stage)
+        callbacks = CallbackList(self.callbacks.callbacks + self._core_callbacks(loaders, len(phases)))
         position = self.position
-        for phase_index, phase in enumerate(stage_phases(stage)):
+        for phase_index, phase in enumerate(phases):
             if (index, phase_index) < (position.stage, position.phase):
                 continue
             if (index, phase_index) > (position.stage, position.phase):
@@ -343,6 +346,11 @@ class Trainer:
             f"{f' over {runtime.backend}' if runtime.backend else ''})"
         )
         self.console.info(f"data mode: {self.pipeline.source.mode} ({self.pipeline.source.reason})")
+        normalize = self.pipeline.normalizer_summary()
+        self.console.info(f"normalize: {normalize['resolved']}")
+        saved = self.run_dir / "normalize.json"
+        if runtime.is_main and (self._pending is None or not saved.exists()):  # a resume keeps the first words
+            saved.write_text(json.dumps(normalize, indent=2) + "\n")
         try:
             self._stages()
         except BaseException as err:
@@ -362,8 +370,9 @@ class Trainer:
             closing_report(self.run_dir, self.console, self.pipeline.data)
 
 
-def closing_report(run_dir: Path, console: Console, data: DataBundle) -> None:
-    """metrics.png, then the best checkpoint on the validation set through its target's report."""
+def closing_report(run_dir: Path, console: Console, data: DataBundle | None = None) -> None:
+    """metrics.png, then the best checkpoint on the validation set through its target's report (on `data`, the
+    training's own, else the run's recorded items)."""
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():
         plot_metrics(metrics_csv, run_dir / "metrics.png")
@@ -375,7 +384,9 @@ def closing_report(run_dir: Path, console: Console, data: DataBundle) -> None:
     record = checkpoint.record
     spec = record.spec_model(str(checkpoint.path))
     runtime = resolve_runtime(spec.runtime, distributed=False)
-    pipeline = Pipeline(spec, runtime, record, data_factory=lambda: data)
+    pipeline = Pipeline(
+        spec, runtime, record, data_factory=(lambda: data) if data else (lambda: recorded_data(spec, record, run_dir))
+    )
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     augment = pipeline.augment(pipeline.eval_size)
     predictions = evaluate(model, pipeline.batches("valid"), runtime)
@@ -383,12 +394,28 @@ def closing_report(run_dir: Path, console: Console, data: DataBundle) -> None:
     lines, files = pipeline.target.training_report(ReportContext(result, run_dir, console))
     best = record.metrics
     scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in ("lr", "seconds"))
-    where = f"stage {record.position.stage + 1}, {record.phase_name} epoch {best.get('epoch', 0) + 1}"
-    console.info(f"best checkpoint ({where}): {scores}")
+    console.info(f"best checkpoint: {checkpoint_position(spec, record)}: {scores}")
     for line in lines:
         console.info(line)
-    written = ["metrics.csv", "metrics.png", *files]
-    console.info(f"wrote {run_dir}/: {', '.join(written)}")
+    written = [name for name in RUN_FILES if (run_dir / name).exists()]
+    console.info(f"wrote {run_dir}/: {', '.join([*written, *files])}")
+
+
+# What every run folder holds (besides the target's own report files), in the order `wrote` lists them.
+RUN_FILES = ("spec.yaml", "env.json", "split.json", "normalize.json", "metrics.csv", "metrics.png", "checkpoints/")
+
+
+def checkpoint_position(spec: Spec, record: RunRecord) -> str:
+    """Where a checkpoint was written, numbered from 1 as the table and metrics.csv number it: 'stage 2/3,
+    phase 1/1 fit_one_cycle, epoch 4/5 (row 8 of metrics.csv)'."""
+    pos = record.position
+    phases = stage_phases(spec.train.stages[min(pos.stage, len(spec.train.stages) - 1)])
+    phase = phases[min(pos.phase, len(phases) - 1)]
+    epoch = record.metrics.get("epoch", pos.epoch)
+    return (
+        f"stage {pos.stage + 1}/{len(spec.train.stages)}, phase {pos.phase + 1}/{len(phases)} {record.phase_name}, "
+        f"epoch {epoch}/{phase.epochs} (row {pos.epochs_done} of metrics.csv)"
+    )
 
 
 def train(

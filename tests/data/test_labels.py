@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,42 @@ def test_csv_items_with_prefix_suffix_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("name,label\na,cat\nb,dog\n")
     with pytest.raises(DataError, match="1 of 2 rows"):
         collect_items(tmp_path, CsvItems(kind="csv", csv="labels.csv", path_col="name", prefix="imgs/", suffix=".jpg"))
+
+
+def test_label_transforms_merge_spellings_in_order() -> None:
+    """Coat_1.jpg and coat_2.jpg share a class once lower-cased; replace pairs apply in the order written."""
+    spec = RegexLabel.model_validate(
+        {"kind": "regex", "pattern": r"^(.+)_\d+\.jpg$", "transforms": ["lower", {"replace": {"-": " ", "  ": " "}}]}
+    )
+    items = _items("Coat_1.jpg", "coat_2.jpg", "T-Shirt_3.jpg", "t--shirt_4.jpg")
+    assert label_items(items, spec) == ["coat", "coat", "t shirt", "t shirt"]
+    assert label_items(items, RegexLabel(kind="regex", pattern=r"^(.+)_\d+\.jpg$"))[:2] == ["Coat", "coat"]
+    rows = pd.DataFrame({"f": ["1", "2"], "labels": [" Dog  cat", "BIRD "]})
+    column = ColumnLabel.model_validate(
+        {"kind": "column", "column": "labels", "delimiter": "  ", "transforms": ["strip", "upper"]}
+    )
+    assert label_items(_items("1", "2", rows=rows), column) == [["DOG", "CAT"], ["BIRD"]]
+    folders = ParentFolderLabel.model_validate({"kind": "parent_folder", "transforms": [{"replace": {"n0": "wn"}}]})
+    assert label_items(_items("train/n01440764/1.jpg"), folders) == ["wn1440764"]
+    # the spec form survives a dump and a reload (spec.yaml of a run)
+    assert RegexLabel.model_validate(spec.model_dump(mode="json")) == spec
+    assert spec.model_dump(mode="json")["transforms"] == ["lower", {"replace": {"-": " ", "  ": " "}}]
+
+
+def test_label_transforms_are_a_closed_set_with_clear_errors(write_spec: Callable[..., Path]) -> None:
+    from imgcls.spec import load_spec
+
+    base = {"path": "demo:folder", "labels": {"kind": "regex", "pattern": r"^(.+)_\d+\.jpg$"}}
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec({"data": {**base, "labels": {**base["labels"], "transforms": ["lowr"]}}}))
+    assert "unknown value 'lowr'" in str(caught.value) and "did you mean 'lower'" in str(caught.value)
+    with pytest.raises(SpecError, match="at least one 'from: to' pair"):
+        load_spec(write_spec({"data": {**base, "labels": {**base["labels"], "transforms": [{"replace": {}}]}}}))
+    several = {"kind": "column", "column": ["x", "y"], "transforms": ["lower"]}
+    with pytest.raises(SpecError, match="transforms apply to text labels"):
+        load_spec(write_spec({"data": {"path": "d", "items": {"kind": "csv", "csv": "a.csv"}, "labels": several}}))
+    emptied = RegexLabel.model_validate(
+        {"kind": "regex", "pattern": r"^(.+)_\d+\.jpg$", "transforms": [{"replace": {"cat": ""}}]}
+    )
+    with pytest.raises(DataError, match="leave 1 label\\(s\\) empty, e.g. for cat_1.jpg"):
+        label_items(_items("cat_1.jpg", "dog_2.jpg"), emptied)

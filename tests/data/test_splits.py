@@ -55,6 +55,15 @@ def test_folder_name_split_like_biwi_person_13() -> None:
     assert split.valid.tolist() == [1, 3] and split.train.tolist() == [0, 2]
 
 
+def test_folder_name_split_names_the_folders_that_exist() -> None:
+    items = _items(["01/f1.jpg", "13/f2.jpg", "02/f3.jpg"])
+    with pytest.raises(DataError) as caught:
+        split_items(items, FolderNameSplit(kind="folder_name", valid=["13", "31"]))
+    assert "no image is in a folder named '31'" in caught.value.message
+    assert "the images' folders are named: 01, 02, 13" in caught.value.message
+    assert caught.value.hint is not None and "folder names" in caught.value.hint
+
+
 def test_path_regex_split() -> None:
     items = _items(["a/x_1.jpg", "a/x_2.jpg", "b/y_1.jpg"])
     split = split_items(items, PathRegexSplit(kind="path_regex", pattern=r"^b/"))

@@ -128,3 +128,59 @@ def test_exporting_again_without_onnx_removes_the_old_onnx_model(exported: Expor
     run_export(run, out=folder, onnx=False, quiet=True)
     assert not (folder / "model.onnx").exists()
     assert "onnx" not in json.loads((folder / "preprocess.json").read_text())
+
+
+def test_per_label_thresholds_travel_into_preprocess_json_predict_and_onnx(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export --thresh label=value: preprocess.json holds one threshold per label; predict from the export and an
+    ONNX consumer that applies them (sigmoid, then > threshold) make the same, changed, decision."""
+    import onnxruntime
+
+    run = trained_run("multi_category", tmp_path_factory)
+    loaded = load_run(run)
+    vocab = list(loaded.target.vocab)
+    loader = loaded.pipeline.batches("valid")
+    loader.set_epoch(0)
+    images = torch.cat([b.images for b in loader])
+    with torch.inference_mode():
+        probs = torch.sigmoid(loaded.model(images)).numpy()
+    label = int(np.abs(probs[0] - 0.4).argmin())  # the first image's least certain label, cut on its other side
+    cut = round(float(probs[0, label]) + (0.005 if probs[0, label] > 0.4 else -0.005), 4)
+    out = tmp_path / "export"
+    assert run_cli("export", str(run), "--out", str(out), "--thresh", f"{vocab[label]}={cut}") == 0
+    printed = capsys.readouterr().out
+    assert f"{vocab[label]} {cut:.3g}" in printed and "decisions the same" in printed
+    config = json.loads((out / "preprocess.json").read_text())
+    expected = [0.4] * len(vocab)
+    expected[label] = cut
+    assert config["threshold"] == pytest.approx(expected) and config["onnx"]["decisions_agree"] is True
+    assert config["tta_augment"]["max_rotate"] == 10.0  # the training transform, for predict --tta
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (raw,) = session.run(["outputs"], {"images": images.numpy()})
+    onnx_labels = 1 / (1 + np.exp(-raw)) > np.array(config["threshold"])
+    assert bool(onnx_labels[0, label]) != bool(probs[0, label] > 0.4)  # the per-label threshold flipped it
+    files = [loaded.pipeline.data.items.paths[int(i)] for i in loaded.pipeline.data.split.valid]
+    predicted = tmp_path / "p.csv"
+    assert run_cli("predict", str(out), *map(str, files), "--out", str(predicted), "--quiet") == 0
+    labels = pd.read_csv(predicted, keep_default_na=False)["labels"].tolist()
+    assert labels == [" ".join(v for v, on in zip(vocab, row, strict=True) if on) for row in onnx_labels]
+
+
+def test_predict_tta_from_an_export_equals_the_run(
+    exported: ExportResult, classification_run: Path, tmp_path: Path
+) -> None:
+    from imgcls.evaluate.predict import FileTTA
+
+    data = load_run(classification_run).pipeline.data
+    files = [data.items.paths[int(i)] for i in data.split.valid]
+    from_run = predict_files(load_predictor(classification_run), files, tta=FileTTA(n=2))
+    from_export = predict_files(load_predictor(exported.folder), files, tta=FileTTA(n=2))
+    assert np.stack([p.values for p in from_export]) == pytest.approx(np.stack([p.values for p in from_run]), abs=1e-5)
+    older = Path(shutil.copytree(exported.folder, tmp_path / "older"))
+    config = json.loads((older / "preprocess.json").read_text())
+    del config["tta_augment"]  # an export written before predict --tta existed
+    (older / "preprocess.json").write_text(json.dumps(config))
+    assert predict_files(load_predictor(older), files[:1])[0].values is not None  # still readable
+    with pytest.raises(ImgclsError, match="does not record the training transforms"):
+        predict_files(load_predictor(older), files[:1], tta=FileTTA(n=2))

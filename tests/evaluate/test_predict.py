@@ -183,3 +183,95 @@ def test_regression_predictions_are_the_validation_values(
     assert run_cli("predict", str(run), *map(str, files), "--out", str(out), "--quiet") == 0
     frame = pd.read_csv(out)
     assert frame["value_1"].to_numpy() == pytest.approx(result.outputs[:, 0].numpy(), abs=1e-5)
+
+
+def test_per_label_thresholds_from_the_command_line(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--thresh label=value changes that label's decisions only; the others keep the run's 0.4."""
+    run = trained_run("multi_category", tmp_path_factory)
+    files, result = _valid_files(run)
+    vocab = list(load_run(run).target.vocab)
+    probs = torch.sigmoid(result.outputs).numpy()
+    # the label whose probability on the first image is nearest 0.4, cut just on its other side
+    label = int(np.abs(probs[0] - 0.4).argmin())
+    cut = float(probs[0, label]) + (0.01 if probs[0, label] > 0.4 else -0.01)
+    out = tmp_path / "p.csv"
+    assert run_cli("predict", str(run), *map(str, files), "--out", str(out), "--thresh", f"{vocab[label]}={cut}") == 0
+    assert f"threshold {vocab[0]} " in capsys.readouterr().out
+    cuts = np.full(len(vocab), 0.4)
+    cuts[label] = cut
+    expected = [" ".join(v for v, p, c in zip(vocab, row, cuts, strict=True) if p > c) for row in probs]
+    labels = pd.read_csv(out, keep_default_na=False)["labels"].tolist()
+    assert labels == expected
+    assert (vocab[label] in labels[0].split()) != bool(probs[0, label] > 0.4)  # the first image's label flipped
+    assert run_cli("predict", str(run), str(files[0]), "--out", str(out), "--thresh", "squre=0.2") == 2
+    assert "unknown label 'squre' (did you mean 'square'?)" in capsys.readouterr().err
+    assert run_cli("predict", str(run), str(files[0]), "--out", str(out), "--thresh", "circle=2") == 2
+    category = trained_run("category", tmp_path_factory)
+    assert run_cli("predict", str(category), str(files[0]), "--out", str(out), "--thresh", "ring=0.3") == 1
+    assert "per-label thresholds are for multi-label models" in capsys.readouterr().err
+
+
+def test_predict_tta_blends_augmented_passes_over_the_files(
+    classification_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """learn.tta(dl=test_dl): 0.75 * mean of n augmented passes (training batch transform, validation items)
+    + 0.25 * the plain pass; the plain pass alone with --beta 1."""
+    from imgcls.evaluate.predict import FileTTA
+
+    files, _ = _valid_files(classification_run)
+    predictor = load_predictor(classification_run)
+    plain = np.stack([p.values for p in predict_files(predictor, files, bs=4)])
+    blended = np.stack([p.values for p in predict_files(predictor, files, bs=4, tta=FileTTA(n=2))])
+    passes = []
+    for number in (1, 2):
+        result = evaluate(predictor.model, predictor.batches(files, 4, augmented=number), predictor.runtime)
+        passes.append(torch.softmax(result.outputs, dim=-1).numpy())
+    assert not np.allclose(passes[0], plain, atol=1e-4) and not np.allclose(passes[0], passes[1], atol=1e-4)
+    assert blended == pytest.approx(0.75 * (passes[0] + passes[1]) / 2 + 0.25 * plain, abs=1e-5)
+    again = np.stack([p.values for p in predict_files(predictor, files, bs=4, tta=FileTTA(n=2))])
+    assert np.array_equal(again, blended)  # each pass has its own fixed seed
+    only_plain = predict_files(predictor, files, bs=4, tta=FileTTA(n=1, beta=1.0))
+    assert np.stack([p.values for p in only_plain]) == pytest.approx(plain, abs=1e-6)
+    out = tmp_path / "tta.csv"
+    args = ("--out", str(out), "--tta", "-n", "2", "--bs", "4")  # the draws of a pass depend on its batches
+    assert run_cli("predict", str(classification_run), *map(str, files), *args) == 0
+    assert "TTA: 2 augmented pass(es)" in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    vocab = load_run(classification_run).target.vocab
+    assert frame["pred_1"].tolist() == [vocab[int(row.argmax())] for row in blended]
+    assert frame["prob_1"].to_numpy() == pytest.approx(blended.max(axis=1), abs=1e-5)
+
+
+def test_predict_tta_of_points_maps_every_pass_back_to_the_plain_frame(point_run: Path) -> None:
+    """With a batch transform that moves nothing (and no crop, plain or random), every augmented view is the
+    plain one: after the frame changes the blend must equal the plain prediction; with the run's own training
+    transform (flips, rotations, random crops) it moves."""
+    from dataclasses import replace
+
+    from imgcls.evaluate.predict import FileTTA
+
+    files, _ = _valid_files(point_run)
+    predictor = load_predictor(point_run)
+    assert predictor.tta_augment is not None
+    plain = predict_files(predictor, files, bs=2)
+    augmented = predict_files(predictor, files, bs=2, tta=FileTTA(n=2))
+    still = predictor.tta_augment.spec.model_copy(
+        update={
+            "do_flip": False,
+            "max_rotate": 0.0,
+            "max_zoom": 1.0,
+            "max_warp": 0.0,
+            "max_lighting": 0.0,
+            "min_scale": 1.0,
+        }
+    )
+    predictor.tta_augment = replace(predictor.tta_augment, spec=still)
+    predictor.augment = replace(predictor.augment, spec=predictor.augment.spec.model_copy(update={"min_scale": 1.0}))
+    uncropped = predict_files(predictor, files, bs=2)
+    unmoved = predict_files(predictor, files, bs=2, tta=FileTTA(n=2))
+    for a, b, c in zip(uncropped, unmoved, augmented, strict=True):
+        assert b.points == pytest.approx(a.points, abs=0.05)  # pixels of the original file
+        assert a.size == c.size
+    assert not np.allclose(np.stack([p.points for p in plain]), np.stack([p.points for p in augmented]), atol=1e-3)

@@ -165,6 +165,11 @@ def test_point_tta_averages_in_the_plain_frame(point_run: Path) -> None:
     )
     with pytest.raises(ImgclsError, match="use-max"):
         tta(loaded, n=1, use_max=True)
+    # the point error in pixels of the 32x32 model input, beside rmse in [-1, 1] units: 16 px per unit
+    assert set(result.tta) == {"valid_loss", "rmse", "error_px"}
+    assert result.plain["error_px"] == pytest.approx(recorded["error_px"], rel=1e-5)
+    distance = (result.tta_values - result.targets.reshape(result.tta_values.shape)).reshape(-1, 2) * 16
+    assert result.tta["error_px"] == pytest.approx(float(distance.norm(dim=-1).mean()), rel=1e-5)
 
 
 def test_regression_tta_matches_the_runs_metrics(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -86,3 +86,40 @@ def test_regression_report_per_target() -> None:
     assert report["rmse"].tolist() == pytest.approx([np.sqrt(1.25 / 3), np.sqrt(2.0)])
     assert report["bias"].tolist() == pytest.approx([-0.5 / 3, 0.0])
     assert report["r2"].tolist() == pytest.approx([1 - 1.25 / 2, 0.0])  # SST of (1, 2, 3) is 2
+
+
+def test_best_label_thresholds_maximize_each_labels_f1() -> None:
+    from imgcls.targets.base import label_vector, threshold_text
+    from imgcls.targets.multi_category import best_label_thresholds
+
+    thresholds = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    # label a: positives at 0.8 and 0.6, a negative at 0.4 -> any cut in [0.4, 0.6) is perfect; 0.5 is one.
+    # label b: a positive at 0.2 among negatives at 0.05 -> only 0.1 finds it (F1 1).
+    # label c: no positive -> keeps the fallback 0.45.
+    probs = np.array([[0.8, 0.2, 0.3], [0.6, 0.05, 0.2], [0.4, 0.05, 0.1]])
+    targets = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
+    chosen, f1 = best_label_thresholds(probs, targets, 0.45, thresholds)
+    assert chosen.tolist() == [0.5, 0.1, 0.45] and f1.tolist() == [1.0, 1.0, 0.0]
+    # ties go to the threshold nearest the fallback: with a gap from 0.05 to 0.92 every cut is perfect
+    wide = np.array([[0.95, 0.2, 0.3], [0.92, 0.05, 0.2], [0.05, 0.05, 0.1]])
+    assert best_label_thresholds(wide, targets, 0.75, thresholds)[0][0] == 0.7
+    assert best_label_thresholds(wide, targets, 0.15, thresholds)[0][0] == 0.1
+    assert label_vector(0.3, 3).tolist() == [0.3, 0.3, 0.3]
+    assert label_vector((0.1, 0.2), 2).tolist() == [0.1, 0.2]
+    with pytest.raises(ValueError, match="3 thresholds for 2 labels"):
+        label_vector((0.1, 0.2, 0.3), 2)
+    assert threshold_text((0.35, 0.5), ["circle", "cross"]) == "circle 0.35, cross 0.5"
+    assert threshold_text(0.4) == "0.4" and threshold_text(0.27500001) == "0.275"
+
+
+def test_multilabel_decisions_take_one_threshold_per_label() -> None:
+    from imgcls.targets.multi_category import MultiCategory
+
+    target = MultiCategory(("a", "b"))
+    values = np.array([0.6, 0.6])
+    assert target.decide(values, 0.5).tolist() == [1, 1]
+    assert target.decide(values, (0.5, 0.7)).tolist() == [1, 0]
+    row = target.prediction_row(values, None, None, 3, (0.7, 0.5))
+    assert row["labels"] == "b" and row["prob_a"] == pytest.approx(0.6)
+    report = multilabel_report(np.array([[0.6, 0.6]]), np.array([[1.0, 1.0]]), ["a", "b"], (0.5, 0.7))
+    assert report["recall"].tolist() == [1.0, 0.0]

@@ -35,9 +35,10 @@ class PressCtrlC(Callback):
 
 def test_ctrl_c_stops_at_the_next_batch_boundary(tmp_path: Path) -> None:
     state = make_state(tmp_path, epochs=3)
-    with pytest.raises(TrainingInterrupted, match="epoch 1, batch 2"):
+    with pytest.raises(TrainingInterrupted, match="in stage 1, phase 1 fit_one_cycle, epoch 2, after batch 2$"):
         run_fit(state, [PressCtrlC()])
-    assert (state.position.epoch, state.position.batch) == (1, 2)  # the interrupted batch was finished
+    # the interrupted batch was finished; the message numbers the epoch from 1, the position from 0
+    assert (state.position.epoch, state.position.batch) == (1, 2)
 
 
 def test_training_reduces_the_loss(tmp_path: Path) -> None:

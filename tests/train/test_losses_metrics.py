@@ -62,3 +62,17 @@ def test_regression_metrics() -> None:
     outputs, targets = torch.tensor([[1.0, 2.0]]), torch.tensor([[[0.0, 4.0]]])
     assert rmse(outputs, targets) == pytest.approx(math.sqrt(2.5))
     assert mae(outputs, targets) == 1.5
+
+
+def test_point_error_in_pixels_of_the_model_input() -> None:
+    from imgcls.train.metrics import pixel_metric, point_pixels
+
+    # two items, one point each, on a 40 (high) x 80 (wide) input: one unit is 40 px in x and 20 px in y
+    outputs = torch.tensor([[0.0, 0.0], [0.5, -0.5]])
+    targets = torch.tensor([[[0.075, 0.2]], [[0.5, -0.5]]])  # 3 px right, 4 px down of the first prediction
+    assert point_pixels(outputs, targets, (40, 80)) == pytest.approx(2.5)  # (5 + 0) / 2
+    metric = pixel_metric((40, 80))
+    assert metric.name == "error_px" and not metric.higher_is_better
+    from imgcls.train.metrics import lower_is_better
+
+    assert lower_is_better(metric.name)  # save_best and early_stopping watch it going down

@@ -208,8 +208,69 @@ def test_a_run_interrupted_on_cuda_loads_and_resumes_on_the_cpu(tmp_path: Path) 
     spec, checkpoint = resume_run(tmp_path / "run", ["runtime.device=cpu"])
     train(spec, tmp_path / "run", quiet=True, resume=checkpoint)
     rows = _rows(tmp_path / "run")
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     finished = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
     assert (
         finished.record.position.epochs_done == 2 and '"device": "cpu"' in (tmp_path / "run" / "env.json").read_text()
     )
+
+
+def test_stages_phases_and_epochs_are_numbered_from_1_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two stages, the second a fine_tune of two phases: the header, the table, metrics.csv, the plot's stage
+    labels and the best line all count from 1; the best line names the stage, the phase and the epoch."""
+    import pandas as pd
+
+    from imgcls.report.plots import stage_starts
+
+    raw = tiny_spec(DATA, data__normalize="measure")
+    raw["train"]["stages"] = [
+        {"schedule": "fit_one_cycle", "epochs": 2, "lr_max": 3e-3},
+        {"schedule": "fine_tune", "epochs": 1, "freeze_epochs": 1, "base_lr": 1e-3},
+    ]
+    run = train(spec_from_dict(raw), tmp_path / "staged", quiet=True)
+    printed = capsys.readouterr().out
+    frame = pd.read_csv(run / "metrics.csv")
+    assert frame["stage"].tolist() == [1, 1, 2, 2]
+    assert frame["phase"].tolist() == ["fit_one_cycle", "fit_one_cycle", "frozen", "unfrozen"]
+    assert frame["epoch"].tolist() == [1, 2, 1, 1]
+    for header in ("stage 1/2, phase 1/1 fit_one_cycle: 2 epoch(s)", "stage 2/2, phase 1/2 frozen: 1 epoch(s)"):
+        assert header in printed
+    assert "stage 2/2, phase 2/2 unfrozen: 1 epoch(s)" in printed
+    table = [line.split() for line in printed.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[:3] for row in table] == [
+        ["1", "fit_one_cycle", "1"],
+        ["1", "fit_one_cycle", "2"],
+        ["2", "frozen", "1"],
+        ["2", "unfrozen", "1"],
+    ]
+    assert stage_starts(frame) == [(1, "stage 1: fit_one_cycle"), (3, "stage 2: frozen, unfrozen")]
+    best = read_checkpoint(run / "checkpoints" / "best.safetensors").record
+    row = int(frame["valid_loss"].idxmin())  # save_best monitors valid_loss: the best row is its minimum
+    phases = {"fit_one_cycle": "1/1", "frozen": "1/2", "unfrozen": "2/2"}
+    name = str(frame.loc[row, "phase"])
+    epochs = {"fit_one_cycle": 2, "frozen": 1, "unfrozen": 1}[name]
+    expected = (
+        f"best checkpoint: stage {frame.loc[row, 'stage']}/2, phase {phases[name]} {name}, "
+        f"epoch {frame.loc[row, 'epoch']}/{epochs} (row {row + 1} of metrics.csv): "
+    )
+    assert expected in printed and best.metrics["epoch"] == frame.loc[row, "epoch"]
+    # what `normalize: measure` resolved to: printed before the first batch, saved, and what the run used
+    saved = json.loads((run / "normalize.json").read_text())
+    assert saved["spec"] == "measure" and best.normalizer is not None
+    assert saved["mean"] == pytest.approx(best.normalizer.mean) and saved["std"] == pytest.approx(best.normalizer.std)
+    means = [round(v, 4) for v in best.normalizer.mean]
+    assert f"normalize: measured on 4 augmented training batches: mean {means}" in printed
+    assert printed.index("normalize:") < printed.index("stage 1/2, phase 1/1")
+
+
+def test_a_from_scratch_run_says_auto_means_no_normalization(finished: Path) -> None:
+    saved = json.loads((finished / "normalize.json").read_text())
+    assert saved == {
+        "spec": "auto",
+        "resolved": "auto: none (a model trained from scratch)",
+        "mean": None,
+        "std": None,
+        "n_in": 3,
+    }
