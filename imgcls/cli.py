@@ -33,6 +33,12 @@ SetOption = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")]
 Which = Annotated[str, typer.Option("--checkpoint", "-c", help="best, last, or a checkpoint file of the run.")]
+CalibrationFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration", help="The calibration.json to use (implies --calibrate), when interpret wrote it elsewhere."
+    ),
+]
 
 
 def handled(command: F) -> F:
@@ -286,7 +292,8 @@ def interpret_command(
     ] = 1,
     quiet: Quiet = False,
 ) -> None:
-    """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
+    """What the model gets wrong: confusions and top losses, label thresholds, point or value errors; classifiers
+    are calibrated on the validation logits (calibration.json, reliability.png)."""
     from imgcls.commands.interpret import run_interpret
 
     run_interpret(run, checkpoint, out, k=k, min_count=min_count, quiet=quiet)
@@ -305,12 +312,32 @@ def predict_command(
         float | None, typer.Option("--thresh", help="Multi-label decision threshold (default: the run's).")
     ] = None,
     bs: Annotated[int, typer.Option("--bs", help="Images per batch.")] = 32,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Run folders: apply the calibration `imgcls interpret` fitted (RUN/interpret/calibration.json). "
+            "An export applies the one it was exported with.",
+        ),
+    ] = False,
+    calibration: CalibrationFile = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            min=0.0,
+            max=1.0,
+            help="Classifiers: a `label` column that is `unknown` when the top probability is below this. "
+            "Multi-label: labels below it are off.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
-    from imgcls.commands.predict import run_predict
+    from imgcls.commands.predict import PredictOptions, run_predict
 
-    run_predict(source, inputs, out, checkpoint, top_k=top_k, thresh=thresh, bs=bs, quiet=quiet)
+    options = PredictOptions(checkpoint, top_k, thresh, bs, quiet, calibrate, calibration, min_confidence)
+    run_predict(source, inputs, out, options)
 
 
 @app.command("export")
@@ -323,12 +350,21 @@ def export_command(
     onnx: Annotated[
         bool, typer.Option("--onnx/--no-onnx", help="Also write model.onnx, checked with onnxruntime.")
     ] = True,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Store the calibration `imgcls interpret` fitted (RUN/interpret/calibration.json) in "
+            "preprocess.json and in model.onnx's graph.",
+        ),
+    ] = False,
+    calibration: CalibrationFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
     from imgcls.commands.export import run_export
 
-    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet)
+    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet, calibrate=calibrate, calibration_file=calibration)
 
 
 def main() -> None:

@@ -11,14 +11,31 @@ from imgcls.report.console import Console
 
 
 def run_export(
-    run_dir: Path, which: str = "best", out: Path | None = None, onnx: bool = True, quiet: bool = False
+    run_dir: Path,
+    which: str = "best",
+    out: Path | None = None,
+    onnx: bool = True,
+    quiet: bool = False,
+    calibrate: bool = False,
+    calibration_file: Path | None = None,
 ) -> ExportResult:
+    """`calibrate` (or a `calibration_file`) stores the calibration `imgcls interpret` fitted for the checkpoint
+    (default RUN/interpret/calibration.json)."""
     console = Console(quiet)
     loaded = load_run(run_dir, which, device="cpu")
     folder = out or run_dir / "export"
-    result = export_run(loaded, folder, onnx)
+    calibration = None
+    if calibrate or calibration_file is not None:
+        calibration = loaded.calibration_record(calibration_file)
+    result = export_run(loaded, folder, onnx, calibration)
     target = loaded.target
     console.info(f"exported {loaded.checkpoint.path} ({target.kind}, {target.n_out} outputs) to {folder}/")
+    if calibration is not None:
+        console.info(
+            f"calibration: {calibration.calibration().describe()}, fitted on {calibration.n_items} validation items "
+            f"(ECE {calibration.ece_before:.4f} -> {calibration.ece_after:.4f}); in preprocess.json"
+            + (" and in model.onnx's graph" if onnx else "")
+        )
     for file in result.files:
         console.info(f"  {file.name:<18} {file.stat().st_size / 1e6:8.2f} MB")
     difference = result.max_abs_diff

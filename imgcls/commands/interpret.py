@@ -1,12 +1,15 @@
-"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/."""
+"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/; a
+classifier's calibration is kept there as calibration.json, where `export --calibrate` and `predict --calibrate`
+find it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgcls.evaluate.interpret import TOP_K, interpret
-from imgcls.evaluate.load import load_run
+from imgcls.evaluate.load import INTERPRET, load_run
 from imgcls.report.console import Console
+from imgcls.train.record import CALIBRATION_FILE, CalibrationRecord
 
 
 def run_interpret(
@@ -19,9 +22,20 @@ def run_interpret(
 ) -> Path:
     console = Console(quiet)
     loaded = load_run(run_dir, which)
-    folder = out or run_dir / "interpret"
+    folder = out or run_dir / INTERPRET
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / CALIBRATION_FILE).unlink(missing_ok=True)  # an earlier checkpoint's fit must not pass for this one's
     console.info(f"interpret: {loaded.checkpoint.path} on the validation items")
-    result, written = interpret(loaded, folder, console, k, min_count)
-    console.info(f"wrote {folder}/ ({len(result)} items): {', '.join(written)}")
+    result = interpret(loaded, folder, console, k, min_count)
+    written = list(result.files)
+    if result.calibration is not None:
+        CalibrationRecord.of(result.calibration, loaded.checkpoint.path, loaded.checkpoint.record).write(
+            folder / CALIBRATION_FILE
+        )
+        written.append(CALIBRATION_FILE)
+        where = "" if out is None else f" --calibration {folder / CALIBRATION_FILE}"
+        console.info(
+            f"  use it with: imgcls export {run_dir} --calibrate{where}, or imgcls predict {run_dir} --calibrate{where}"
+        )
+    console.info(f"wrote {folder}/ ({len(result.evaluated)} items): {', '.join(written)}")
     return folder

@@ -29,6 +29,7 @@ from imgcls.report.console import Console
 from imgcls.spec.data import IMAGE_EXTENSIONS
 from imgcls.spec.train import RuntimeSpec
 from imgcls.targets import Target
+from imgcls.targets.calibration import Calibration
 from imgcls.targets.point import as_points
 from imgcls.train.builder import batch_augment, inference_model, normalizer_from
 from imgcls.train.evaluation import evaluate
@@ -43,7 +44,8 @@ PREPROCESS, WEIGHTS = "preprocess.json", "model.safetensors"
 @dataclass
 class Predictor:
     """A model with the preprocessing it was validated with: item transform (validation mode), batch resize and
-    normalization; predictions are activated outputs (probabilities, or values for points and regression)."""
+    normalization; predictions are activated outputs (probabilities, or values for points and regression), of
+    the calibrated outputs when there is a calibration."""
 
     model: nn.Module
     target: Target
@@ -53,6 +55,13 @@ class Predictor:
     runtime: Runtime
     source: str  # what it was loaded from, for messages
     workers: int = 0
+    calibration: Calibration | None = None
+
+    def activate(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Raw outputs -> probabilities or values: calibrated first when there is a calibration."""
+        if self.calibration is not None:
+            outputs = self.calibration.apply(outputs)
+        return self.target.activation(outputs)
 
     def batches(self, files: Sequence[Path], bs: int) -> DeviceLoader:
         """The files in batches that collate: any `bs` when the item transform gives one size, else grouped by
@@ -91,7 +100,7 @@ def _same_size_batches(files: Sequence[Path], bs: int) -> list[list[int]]:
 # --- loading ------------------------------------------------------------------------------------------------
 
 
-def predictor_from_run(loaded: LoadedRun) -> Predictor:
+def predictor_from_run(loaded: LoadedRun, calibration: Calibration | None = None) -> Predictor:
     spec = loaded.spec
     workers = default_workers() if spec.data.num_workers == "auto" else spec.data.num_workers
     return Predictor(
@@ -103,12 +112,13 @@ def predictor_from_run(loaded: LoadedRun) -> Predictor:
         loaded.runtime,
         str(loaded.checkpoint.path),
         workers,
+        calibration,
     )
 
 
 def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
     """Rebuild the model from preprocess.json and model.safetensors; nothing of the training run is needed, and
-    nothing is downloaded (the model is never built pretrained)."""
+    nothing is downloaded (the model is never built pretrained). A calibration in preprocess.json is applied."""
     record = ExportRecord.read(folder / PREPROCESS)
     target = record.target.block()
     try:
@@ -131,19 +141,36 @@ def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
         runtime,
         f"{folder} (export)",
         default_workers(),
+        record.calibration.calibration() if record.calibration is not None else None,
     )
 
 
-def load_predictor(path: Path, which: str = "best") -> Predictor:
-    """An export folder (it has preprocess.json) or a run folder (its `which` checkpoint)."""
+def load_predictor(
+    path: Path, which: str = "best", calibrate: bool = False, calibration_file: Path | None = None
+) -> Predictor:
+    """An export folder (it has preprocess.json; calibrated if it was exported with --calibrate) or a run folder
+    (its `which` checkpoint; calibrated with `calibrate` or a `calibration_file`, by the fit `imgcls interpret`
+    wrote)."""
     if (path / PREPROCESS).is_file():
-        return predictor_from_export(path)
+        predictor = predictor_from_export(path)
+        if calibration_file is not None:
+            raise ImgclsError(
+                f"{path} is an export: its calibration is the one in {PREPROCESS}",
+                hint="leave --calibration out, or export the run again with --calibrate --calibration FILE",
+            )
+        if calibrate and predictor.calibration is None:
+            raise ImgclsError(
+                f"{path} was exported without a calibration", hint="export the run again with --calibrate"
+            )
+        return predictor
     if path.is_dir() and not (path / "checkpoints").is_dir():
         raise ImgclsError(
             f"{path} is neither a run folder (no checkpoints/) nor an export folder (no {PREPROCESS})",
             hint="give the folder `imgcls train` or `imgcls export` printed",
         )
-    return predictor_from_run(load_run(path, which))
+    loaded = load_run(path, which)
+    calibration = loaded.calibration(calibration_file) if calibrate or calibration_file is not None else None
+    return predictor_from_run(loaded, calibration)
 
 
 # --- predicting -------------------------------------------------------------------------------------------------
@@ -185,7 +212,7 @@ def predict_files(
     predictions = evaluate(predictor.model, batches, predictor.runtime, console, "predict")
     for bad in batches.skipped:
         results[bad.index].error = bad.reason
-    values = predictor.target.activation(predictions.outputs)
+    values = predictor.activate(predictions.outputs)
     item_points = None
     if predictor.target.spatial:
         item_points = predictions.geometry.to_input(as_points(values))
@@ -200,19 +227,28 @@ def predict_files(
 
 
 def prediction_frame(
-    predictor: Predictor, predictions: Sequence[FilePrediction], top_k: int = TOP_K, thresh: float | None = None
+    predictor: Predictor,
+    predictions: Sequence[FilePrediction],
+    top_k: int = TOP_K,
+    thresh: float | None = None,
+    min_confidence: float | None = None,
 ) -> pd.DataFrame:
     """One row per file: `file`, `error`, then the target's columns: pred_i/prob_i (top-k classes); labels and
-    prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i."""
+    prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i.
+    `min_confidence` withholds what is less probable (the target's rule: a `label` column that is `unknown` for
+    a classifier, fewer `labels` for a multi-label model)."""
     target = predictor.target
     thresh = predictor.thresh if thresh is None else thresh
+    withheld = target.withheld_columns() if min_confidence is not None else []
     rows = []
     for prediction in predictions:
         row: dict[str, object] = {"file": str(prediction.file), "error": prediction.error or ""}
         if prediction.values is not None:
             row.update(target.prediction_row(prediction.values, prediction.points, prediction.size, top_k, thresh))
+            if min_confidence is not None:
+                row = target.withhold(row, prediction.values, min_confidence, thresh)
         rows.append(row)
-    frame: pd.DataFrame = pd.DataFrame(rows, columns=["file", "error", *target.prediction_columns(top_k)])
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=["file", "error", *withheld, *target.prediction_columns(top_k)])
     return frame
 
 

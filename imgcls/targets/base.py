@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from imgcls.errors import DataError, ImgclsError
 from imgcls.report.console import Console
+from imgcls.report.plots import plot_reliability
+from imgcls.targets.calibration import Calibration, CalibrationFit, reliability_bins
 
 
 class PointWindow(Protocol):
@@ -83,6 +86,7 @@ class ReportContext:
     console: Console
     k: int = 9
     min_count: int = 1
+    calibration: CalibrationFit | None = None  # fitted on these validation outputs (classifiers)
 
 
 class Target(ABC):
@@ -98,6 +102,8 @@ class Target(ABC):
     activation_name: ClassVar[str] = "identity"
     # Targets are positions in the image and move with the item window and the batch geometry.
     spatial: ClassVar[bool] = False
+    # How `fit_calibration` maps raw outputs (imgcls.targets.calibration.Method); None: not applicable.
+    calibration_method: ClassVar[str | None] = None
 
     @property
     @abstractmethod
@@ -199,6 +205,29 @@ class Target(ABC):
             hint="rank the labels of a category or multi_category run",
         )
 
+    # --- calibration and abstention ---------------------------------------------------------------------
+
+    def fit_calibration(self, outputs: torch.Tensor, targets: torch.Tensor) -> CalibrationFit:
+        """Fit this kind's calibration on validation outputs and measure it (ECE, NLL) before and after."""
+        raise ImgclsError(
+            f"calibration needs a classifier; this run predicts {self.kind} targets",
+            hint="calibrate a category or multi_category run",
+        )
+
+    def withheld_columns(self) -> list[str]:
+        """Columns `withhold` adds in front of the prediction columns."""
+        return []
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: float
+    ) -> dict[str, object]:
+        """A prediction row with what is less probable than `min_confidence` withheld (predict --min-confidence);
+        `values` are the activated outputs the row was made from, `thresh` its decision threshold."""
+        raise ImgclsError(
+            f"--min-confidence needs a classifier; this model predicts {self.kind} targets",
+            hint="leave --min-confidence out for point and regression models",
+        )
+
     # --- reports -----------------------------------------------------------------------------------------
 
     @abstractmethod
@@ -229,6 +258,63 @@ class VocabTarget(Target):
     @classmethod
     def from_record(cls, n_out: int, vocab: Sequence[str], n_points: int) -> VocabTarget:
         return cls(tuple(vocab))
+
+    # --- calibration: the kind's map, loss and bins; the fit, its measurement and its report are shared ------
+
+    # What one reliability bin holds, in words (the axis of the diagram and the ECE line).
+    reliability_text: ClassVar[str] = ""
+
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
+        raise NotImplementedError
+
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence, outcome) per binned value: what the reliability bins average."""
+        raise NotImplementedError
+
+    def fit_calibration(self, outputs: torch.Tensor, targets: torch.Tensor) -> CalibrationFit:
+        if len(outputs) < 2 or not bool(torch.isfinite(outputs).all()):
+            raise ImgclsError(
+                f"calibration needs at least 2 validation items with finite outputs, got {len(outputs)}",
+                hint="validate on more items (data.split)",
+            )
+        calibration = self._fit_map(outputs, targets)
+        calibrated = calibration.apply(outputs)
+        before, after = self.activation(outputs), self.activation(calibrated)
+        return CalibrationFit(
+            calibration=calibration,
+            n_items=len(outputs),
+            ece_before=self._ece(before, targets),
+            ece_after=self._ece(after, targets),
+            nll_before=self._nll(outputs, targets),
+            nll_after=self._nll(calibrated, targets),
+            bins_before=reliability_bins(*self._reliability(before, targets)),
+            bins_after=reliability_bins(*self._reliability(after, targets)),
+            what=self.reliability_text,
+        )
+
+    def _calibration_report(self, ctx: ReportContext) -> list[str]:
+        """Print the fitted calibration and write calibration.csv and reliability.png; returns the files."""
+        fit = ctx.calibration
+        if fit is None:
+            return []
+        bins = pd.concat([fit.bins_before.assign(calibrated=False), fit.bins_after.assign(calibrated=True)])
+        columns = ["calibrated", "bin", "lower", "upper", "count", "confidence", "accuracy", "gap"]
+        bins[columns].to_csv(ctx.folder / "calibration.csv", index=False, float_format="%.6f")
+        plot_reliability(
+            fit.bins_before, fit.bins_after, (fit.ece_before, fit.ece_after), fit.what, ctx.folder / "reliability.png"
+        )
+        ctx.console.info(f"calibration fitted on the {fit.n_items} validation items: {fit.calibration.describe()}")
+        ctx.console.info(
+            f"  ECE ({len(fit.bins_before)} bins, {fit.what}) {fit.ece_before:.4f} -> {fit.ece_after:.4f}; "
+            f"NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f} (measured on the items it was fitted on)"
+        )
+        return ["calibration.csv", "reliability.png"]
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------------

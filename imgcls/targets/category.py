@@ -21,8 +21,10 @@ from imgcls.targets.base import (
     top_losses,
     unknown_labels_error,
 )
+from imgcls.targets.calibration import Calibration, fit_temperature, multiclass_ece
 
 LABEL_SCORE = "self_confidence"  # cleanlab's default: the predicted probability of the given label
+UNKNOWN = "unknown"  # predict --min-confidence: the label of an item whose top probability is below it
 _LOG_FLOOR = torch.finfo(torch.float32).tiny  # log(0) would give -inf losses for a blended probability of 0
 
 
@@ -74,6 +76,10 @@ class Category(VocabTarget):
     losses = ("cross_entropy", "label_smoothing_cross_entropy")
     metrics = ("accuracy", "error_rate", "top_k_accuracy", "f1_macro")
     activation_name = "softmax"
+    # One temperature for all classes (Guo et al. 2017): it rescales every logit alike, so the predicted class
+    # and the ranking of the classes never change; only how sure the probabilities are.
+    calibration_method = "temperature"
+    reliability_text = "top probability"
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -136,7 +142,34 @@ class Category(VocabTarget):
 
     def prediction_text(self, row: dict[str, Any]) -> str:
         ranks = [r for r in range(1, 4) if f"pred_{r}" in row]
-        return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+        text = ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+        return f"{UNKNOWN} (top: {text})" if row.get("label") == UNKNOWN else text
+
+    def withheld_columns(self) -> list[str]:
+        return ["label"]
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: float
+    ) -> dict[str, object]:
+        """`label`: the top class, or `unknown` when its probability is below `min_confidence`; the pred_i and
+        prob_i columns stay as they are."""
+        best = int(np.argmax(values))
+        return {"label": self.classes[best] if float(values[best]) >= min_confidence else UNKNOWN, **row}
+
+    # --- calibration ---------------------------------------------------------------------------------------
+
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
+        return Calibration("temperature", temperature=fit_temperature(outputs, targets.long()))
+
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(torch.nn.functional.cross_entropy(outputs.double(), targets.long()))
+
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        return multiclass_ece(probs, targets.long())
+
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top, predicted = probs.max(dim=1)
+        return top, (predicted == targets.long()).double()
 
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: float
@@ -221,6 +254,7 @@ class Category(VocabTarget):
             "most_confused.csv",
             "per_class.csv",
             "top_losses.csv/.png",
+            *self._calibration_report(ctx),
         ]
 
     def _top_losses(self, ctx: ReportContext) -> None:

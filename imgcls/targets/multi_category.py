@@ -21,6 +21,7 @@ from imgcls.targets.base import (
     top_losses,
     unknown_labels_error,
 )
+from imgcls.targets.calibration import Calibration, binary_ece, fit_platt
 from imgcls.targets.category import LABEL_SCORE
 
 THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
@@ -68,6 +69,11 @@ class MultiCategory(VocabTarget):
     losses = ("bce_with_logits",)
     metrics = ("accuracy_multi", "f1_macro")
     activation_name = "sigmoid"
+    # Platt scaling per label (a, b), not a temperature per label: labels are often shifted as well as over- or
+    # under-confident (a rare label's logits sit low), and a temperature keeps logit 0 at probability 0.5, so it
+    # cannot correct a shift; b can. a > 0 keeps each label's ranking of the items.
+    calibration_method = "platt"
+    reliability_text = "probability of each (item, label)"
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -124,6 +130,29 @@ class MultiCategory(VocabTarget):
 
     def prediction_text(self, row: dict[str, Any]) -> str:
         return str(row.get("labels") or "") or "(no label above the threshold)"
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: float
+    ) -> dict[str, object]:
+        """`labels` keeps the labels whose probability is above the decision threshold and at least
+        `min_confidence` (so the higher of the two decides); the prob_<label> columns stay as they are."""
+        on = [label for label, p in zip(self.classes, values, strict=True) if p > thresh and p >= min_confidence]
+        return {**row, "labels": " ".join(on)}
+
+    # --- calibration ---------------------------------------------------------------------------------------
+
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
+        a, b = fit_platt(outputs, targets)
+        return Calibration("platt", a=a, b=b)
+
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(outputs.double(), targets.double()))
+
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        return binary_ece(probs, targets)
+
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return probs.reshape(-1), (targets.reshape(-1) > 0.5).double()
 
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: float
@@ -201,7 +230,7 @@ class MultiCategory(VocabTarget):
                 f"{row['accuracy']:>10.4f}{row['support']:>9d}"
             )
         self._top_losses(ctx, probs)
-        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png"]
+        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png", *self._calibration_report(ctx)]
 
     def _top_losses(self, ctx: ReportContext, probs: np.ndarray) -> None:
         evaluated, thresh = ctx.evaluated, ctx.evaluated.thresh

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch.distributed as dist
 
+from imgcls.data.datablock import Splitter
+from imgcls.data.items import ItemList
+from imgcls.data.splits import SplitIndices, split_from_names
 from imgcls.errors import SpecError, TrainingError
 from imgcls.spec.load import apply_override, spec_from_dict
 from imgcls.spec.schema import Spec
@@ -58,3 +62,31 @@ def resume_run(run_dir: Path, overrides: list[str] | None) -> tuple[Spec, Checkp
             )
         apply_override(raw, assignment)
     return spec_from_dict(raw, origin=str(checkpoint.path)), checkpoint
+
+
+SPLIT_FILE = "split.json"
+
+
+def split_listing(items: ItemList, split: SplitIndices, given: bool, vocab: list[str]) -> dict[str, object]:
+    """split.json: the validation items (and the training items too when the split was given, not the spec's:
+    they cannot be made again from the spec), the training count and the vocab."""
+    listing: dict[str, object] = {"train": len(split.train)}
+    if given:
+        listing["train_items"] = [items.relative(int(i)) for i in split.train]
+    listing["valid_items"] = [items.relative(int(i)) for i in split.valid]
+    listing["vocab"] = vocab
+    return listing
+
+
+def given_splitter(run_dir: Path) -> Splitter:
+    """The split of a run trained on a given split (RunRecord.given_split), read back from its split.json."""
+    file = run_dir / SPLIT_FILE
+    try:
+        listing = json.loads(file.read_text(encoding="utf-8"))
+        train, valid = [str(n) for n in listing["train_items"]], [str(n) for n in listing["valid_items"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TrainingError(
+            f"{file}: cannot read the items of the run's given split ({type(err).__name__}: {err})",
+            hint="the run was trained on a split given by imgcls audit --folds; its split.json must stay with it",
+        ) from None
+    return lambda items: split_from_names(items, train, valid, str(file))

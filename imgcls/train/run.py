@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from imgcls.data.datablock import DataBundle, build_data
+from imgcls.data.splits import SplitIndices
 from imgcls.errors import DataError, TrainingInterrupted
 from imgcls.report.console import Console
 from imgcls.report.env import environment
@@ -27,7 +29,7 @@ from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
-from imgcls.train.folders import start_run
+from imgcls.train.folders import given_splitter, split_listing, start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.metrics import Metric
 from imgcls.train.optim import build_optimizer, set_frozen
@@ -71,13 +73,17 @@ class Trainer:
         console: Console,
         resume: Checkpoint | None,
         extra: Sequence[Callback],
+        split: SplitIndices | None = None,
     ) -> None:
         self.spec, self.runtime, self.run_dir, self.console = spec, runtime, run_dir, console
         self._pending = resume
         # The one global seed: weight initialisation and dropout draw from it. Data randomness has its own seeds.
         torch.manual_seed(spec.seed)
         record = resume.record if resume is not None else None
-        self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet)
+        given_run = run_dir if record is not None and record.given_split else None
+        self.data_factory = _data_factory(spec, console.quiet, split, given_run)
+        self.given_split = self.data_factory is not None
+        self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet, data_factory=self.data_factory)
         self.data = rank_zero_first(runtime, lambda: self.pipeline.data)
         self.model = self._model(resume)
         self.scaler = runtime.grad_scaler()
@@ -124,6 +130,7 @@ class Trainer:
             callbacks=self.callbacks.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler is not None else None,
             metrics=state.metrics,
+            given_split=self.given_split,
         )
 
     def write(self, kind: str, state: TrainState) -> None:
@@ -144,7 +151,7 @@ class Trainer:
         (folder / "spec.yaml").write_text(dump_spec(self.spec))
         env = environment(self.runtime.device, self.runtime.world)
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-        split = {"train": len(data.split.train), "valid_items": data.valid_items(), "vocab": list(data.target.vocab)}
+        split = split_listing(data.items, data.split, self.given_split, list(data.target.vocab))
         (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
         metrics_file = folder / "metrics.csv"
         if self._pending is not None and metrics_file.exists():
@@ -286,10 +293,23 @@ class Trainer:
         if self.runtime.distributed:
             dist.barrier()
         if self.runtime.is_main:
-            closing_report(self.run_dir, self.console)
+            closing_report(self.run_dir, self.console, self.data_factory)
 
 
-def closing_report(run_dir: Path, console: Console) -> None:
+def _data_factory(
+    spec: Spec, quiet: bool, split: SplitIndices | None, given_run: Path | None
+) -> Callable[[], DataBundle] | None:
+    """How a run with a given split builds its data: with `split`, or (resumed) with the one its split.json lists;
+    None: the spec's own split."""
+    if split is not None:
+        return lambda: build_data(spec.data, quiet, splitter=lambda items: split)
+    if given_run is not None:
+        splitter = given_splitter(given_run)
+        return lambda: build_data(spec.data, quiet, splitter=splitter)
+    return None
+
+
+def closing_report(run_dir: Path, console: Console, data_factory: Callable[[], DataBundle] | None = None) -> None:
     """metrics.png, then the best checkpoint on the validation set through its target's report."""
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():
@@ -298,7 +318,7 @@ def closing_report(run_dir: Path, console: Console) -> None:
     record = checkpoint.record
     spec = record.spec_model(str(checkpoint.path))
     runtime = resolve_runtime(spec.runtime, distributed=False)
-    pipeline = Pipeline(spec, runtime, record)
+    pipeline = Pipeline(spec, runtime, record, data_factory=data_factory)
     model = pipeline.trained_model(checkpoint.model_state, str(checkpoint.path))
     augment = pipeline.augment(pipeline.eval_size)
     predictions = evaluate(model, pipeline.batches("valid"), runtime)
@@ -322,17 +342,19 @@ def train(
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
     console: Console | None = None,
+    split: SplitIndices | None = None,
 ) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
-    in `out` from that checkpoint's position. `callbacks` run besides the spec's. Under torchrun, every rank
-    calls this."""
+    in `out` from that checkpoint's position. `callbacks` run besides the spec's. `split` replaces the spec's
+    split (a cross-validation fold): the run records that, and lists both sets in split.json. Under torchrun,
+    every rank calls this."""
     runtime = resolve_runtime(spec.runtime)
     try:
         run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
         display = console or Console(quiet, enabled=runtime.is_main)
         for note in runtime.notes:
             display.warn(note)
-        return Trainer(spec, runtime, run_dir, display, resume, callbacks).run()
+        return Trainer(spec, runtime, run_dir, display, resume, callbacks, split).run()
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
