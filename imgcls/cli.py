@@ -162,13 +162,28 @@ def audit_command(
         ),
     ] = 3.0,
     k: Annotated[int, typer.Option("--k", min=0, help="Duplicate pairs and suspect labels shown in the PNGs.")] = 8,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            "--folds",
+            min=2,
+            help="Rank every item's label by K-fold cross-validation: K trainings of the spec's recipe, "
+            "each holding one stratified fold out (runs in OUT/fold-1..K).",
+        ),
+    ] = None,
+    fold_epochs: Annotated[
+        int | None,
+        typer.Option("--fold-epochs", min=1, help="With --folds: every stage's epochs (default: the spec's)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Audit the data: unreadable files, duplicates, train/valid leakage, class balance, modes and sizes."""
     from imgcls.commands.audit import AuditOptions, run_audit
     from imgcls.spec import load_spec
 
-    options = AuditOptions(out, labels, checkpoint, _fail_on(fail_on), workers, max_imbalance, k, quiet)
+    options = AuditOptions(
+        out, labels, checkpoint, _fail_on(fail_on), workers, max_imbalance, k, quiet, folds, fold_epochs
+    )
     code = run_audit(load_spec(config, set_), options)
     if code:
         raise typer.Exit(code)

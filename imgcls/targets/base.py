@@ -195,6 +195,13 @@ class Target(ABC):
         """One prediction row in words, for the console."""
         return ", ".join(f"{row[c]:.4g}" for c in self.prediction_columns(1) if c in row)
 
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """One integer per item of encoded `values`: the groups cross-validation folds are stratified by."""
+        raise ImgclsError(
+            f"cross-validated label audits need a classifier; this spec predicts {self.kind} targets",
+            hint="audit the labels of a category or multi_category spec",
+        )
+
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: float
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:

@@ -171,6 +171,10 @@ class Category(VocabTarget):
         top, predicted = probs.max(dim=1)
         return top, (predicted == targets.long()).double()
 
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """The class: every fold gets its share of each class."""
+        return values.astype(np.int64)
+
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: float
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:

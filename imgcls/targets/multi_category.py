@@ -154,6 +154,16 @@ class MultiCategory(VocabTarget):
     def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return probs.reshape(-1), (targets.reshape(-1) > 0.5).double()
 
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """The item's rarest label (n_out for an item without labels): a simple stand-in for iterative
+        stratification that still spreads each rare label over the folds."""
+        on = values > 0.5
+        counts = on.sum(axis=0)
+        # labels an item lacks count as more frequent than any it has, so argmin finds its rarest own label
+        ranked = np.where(on, counts[None, :], len(values) + 1)
+        rarest: np.ndarray = np.where(on.any(axis=1), ranked.argmin(axis=1), self.n_out).astype(np.int64)
+        return rarest
+
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: float
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
