@@ -30,14 +30,14 @@ def run_export(
     result = export_run(loaded, folder, onnx, calibration)
     target = loaded.target
     console.info(f"exported {loaded.checkpoint.path} ({target.kind}, {target.n_out} outputs) to {folder}/")
+    for file in result.files:
+        console.info(f"  {file.name:<18} {file.stat().st_size / 1e6:8.2f} MB")
     if calibration is not None:
         console.info(
             f"calibration: {calibration.calibration().describe()}, fitted on {calibration.n_items} validation items "
             f"(ECE {calibration.ece_before:.4f} -> {calibration.ece_after:.4f}); in preprocess.json"
             + (" and in model.onnx's graph" if onnx else "")
         )
-    for file in result.files:
-        console.info(f"  {file.name:<18} {file.stat().st_size / 1e6:8.2f} MB")
     difference = result.max_abs_diff
     if difference is not None:
         verdict = "ok" if difference <= ONNX_TOLERANCE else "TOO LARGE"

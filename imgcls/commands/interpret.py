@@ -33,9 +33,9 @@ def run_interpret(
             folder / CALIBRATION_FILE
         )
         written.append(CALIBRATION_FILE)
-        where = "" if out is None else f" --calibration {folder / CALIBRATION_FILE}"
-        console.info(
-            f"  use it with: imgcls export {run_dir} --calibrate{where}, or imgcls predict {run_dir} --calibrate{where}"
-        )
+        options = " --calibrate" if out is None else f" --calibration {folder / CALIBRATION_FILE}"
+        if which != "best":
+            options += f" --checkpoint {which}"
+        console.info(f"  use it with: imgcls export {run_dir}{options}, or imgcls predict {run_dir} IMAGES{options}")
     console.info(f"wrote {folder}/ ({len(result.evaluated)} items): {', '.join(written)}")
     return folder

@@ -224,17 +224,18 @@ def plot_reliability(
         accuracy = bins["accuracy"].where(filled, 0.0)
         confidence = bins["confidence"].where(filled, 0.0)
         top.bar(
-            bins["lower"], accuracy, width=width, align="edge", color="tab:blue", edgecolor="white", label="outcome"
+            bins["lower"], accuracy, width=width, align="edge", color="tab:blue", edgecolor="white", label="observed"
         )
         top.bar(
             bins["lower"],
-            confidence - accuracy,
-            bottom=accuracy,
+            (confidence - accuracy).abs(),
+            bottom=np.minimum(accuracy, confidence),
             width=width,
             align="edge",
-            color="tab:red",
-            alpha=0.3,
+            color="none",
+            hatch="///",
             edgecolor="tab:red",
+            linewidth=0.8,
             label="gap to the mean confidence",
         )
         top.plot([0, 1], [0, 1], color="tab:grey", linestyle="--", linewidth=1)

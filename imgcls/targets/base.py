@@ -271,18 +271,21 @@ class VocabTarget(Target):
     # What one reliability bin holds, in words (the axis of the diagram and the ECE line).
     reliability_text: ClassVar[str] = ""
 
-    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
-        raise NotImplementedError
+    @abstractmethod
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        """The kind's calibration map, fitted on validation outputs, and a note when the fit is degenerate."""
 
+    @abstractmethod
     def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        raise NotImplementedError
+        """The mean negative log-likelihood of the targets under the activated outputs."""
 
+    @abstractmethod
     def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
-        raise NotImplementedError
+        """The expected calibration error of activated outputs (15 equal-width bins)."""
 
+    @abstractmethod
     def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(confidence, outcome) per binned value: what the reliability bins average."""
-        raise NotImplementedError
 
     def fit_calibration(self, outputs: torch.Tensor, targets: torch.Tensor) -> CalibrationFit:
         if len(outputs) < 2 or not bool(torch.isfinite(outputs).all()):
@@ -290,7 +293,7 @@ class VocabTarget(Target):
                 f"calibration needs at least 2 validation items with finite outputs, got {len(outputs)}",
                 hint="validate on more items (data.split)",
             )
-        calibration = self._fit_map(outputs, targets)
+        calibration, note = self._fit_map(outputs, targets)
         calibrated = calibration.apply(outputs)
         before, after = self.activation(outputs), self.activation(calibrated)
         return CalibrationFit(
@@ -303,6 +306,7 @@ class VocabTarget(Target):
             bins_before=reliability_bins(*self._reliability(before, targets)),
             bins_after=reliability_bins(*self._reliability(after, targets)),
             what=self.reliability_text,
+            note=note,
         )
 
     def _calibration_report(self, ctx: ReportContext) -> list[str]:
@@ -317,6 +321,8 @@ class VocabTarget(Target):
             fit.bins_before, fit.bins_after, (fit.ece_before, fit.ece_after), fit.what, ctx.folder / "reliability.png"
         )
         ctx.console.info(f"calibration fitted on the {fit.n_items} validation items: {fit.calibration.describe()}")
+        if fit.note:
+            ctx.console.warn(fit.note)
         ctx.console.info(
             f"  ECE ({len(fit.bins_before)} bins, {fit.what}) {fit.ece_before:.4f} -> {fit.ece_after:.4f}; "
             f"NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f} (measured on the items it was fitted on)"

@@ -54,6 +54,12 @@ class Calibration:
             return f"temperature {self.temperature:.4f} (logits / T)"
         return f"Platt scaling per label (a * logit + b), a {_spread(self.a)}, b {_spread(self.b)}"
 
+    def formula(self) -> str:
+        """What the calibrated outputs are, in terms of the raw ones."""
+        if self.method == "temperature":
+            return f"outputs / {self.temperature:.6g} (temperature scaling)"
+        return "a * outputs + b with calibration.a and calibration.b per output (Platt scaling)"
+
 
 def _spread(values: tuple[float, ...]) -> str:
     return f"{min(values):.3f}..{max(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
@@ -73,6 +79,7 @@ class CalibrationFit:
     bins_before: pd.DataFrame
     bins_after: pd.DataFrame
     what: str  # what the bins hold, in words
+    note: str = ""  # why the map is not a real fit (e.g. a minimum that does not exist), if it is not
 
 
 def _bounded(raw: torch.Tensor) -> torch.Tensor:

@@ -158,8 +158,16 @@ class Category(VocabTarget):
 
     # --- calibration ---------------------------------------------------------------------------------------
 
-    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
-        return Calibration("temperature", temperature=fit_temperature(outputs, targets.long()))
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        if bool((outputs.argmax(dim=1) == targets.long()).all()):
+            # Every item's top class is its label: each item's NLL falls as T -> 0, so theirs has no minimum and a
+            # fit would only sharpen every probability towards 1 (T at its bound).
+            note = (
+                f"every one of the {len(outputs)} validation items is predicted right: the NLL falls without bound "
+                "as T -> 0, so no temperature is fitted (T = 1); validate on more (or harder) items to calibrate"
+            )
+            return Calibration("temperature", temperature=1.0), note
+        return Calibration("temperature", temperature=fit_temperature(outputs, targets.long())), ""
 
     def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return float(torch.nn.functional.cross_entropy(outputs.double(), targets.long()))

@@ -141,9 +141,10 @@ class MultiCategory(VocabTarget):
 
     # --- calibration ---------------------------------------------------------------------------------------
 
-    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> Calibration:
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        # Platt's prior-corrected targets keep a and b finite even for a label the logits separate perfectly.
         a, b = fit_platt(outputs, targets)
-        return Calibration("platt", a=a, b=b)
+        return Calibration("platt", a=a, b=b), ""
 
     def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return float(torch.nn.functional.binary_cross_entropy_with_logits(outputs.double(), targets.double()))

@@ -158,6 +158,7 @@ class CalibrationRecord(_Record):
     ece_after: float
     nll_before: float
     nll_after: float
+    note: str = ""  # why the map is not a real fit, if it is not (e.g. T = 1 when every item is right)
 
     @classmethod
     def of(cls, fit: CalibrationFit, checkpoint: Path, record: RunRecord) -> CalibrationRecord:
@@ -177,6 +178,7 @@ class CalibrationRecord(_Record):
             ece_after=fit.ece_after,
             nll_before=fit.nll_before,
             nll_after=fit.nll_after,
+            note=fit.note,
         )
 
     def calibration(self) -> Calibration:
@@ -293,8 +295,8 @@ class ExportRecord(_Record):
 
     def calibrated(self, calibration: CalibrationRecord) -> ExportRecord:
         """This record with `calibration`, and its ONNX output stated as calibrated logits."""
-        described = calibration.calibration().describe()
-        output = {**self.output, "values": f"raw, calibrated in the graph ({described}); apply `activation`"}
+        formula = calibration.calibration().formula()
+        output = {**self.output, "values": f"calibrated logits, {formula} in the graph; apply `activation`"}
         return self.model_copy(update={"calibration": calibration, "output": output})
 
     def item_tfm_spec(self) -> ItemTfm | None:

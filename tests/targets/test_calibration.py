@@ -146,3 +146,13 @@ def test_min_confidence_withholds_by_the_targets_rule() -> None:
     assert row["labels"] == "a b" and multi.withhold(row, values, 0.7, 0.5)["labels"] == "a"
     with pytest.raises(ImgclsError, match="--min-confidence needs a classifier"):
         Point(1).withhold({}, np.zeros(2), 0.5, 0.5)
+
+
+def test_a_validation_set_predicted_all_right_keeps_temperature_one() -> None:
+    outputs, labels = overconfident_logits(2.0, 5)
+    right = outputs.argmax(dim=1)
+    fit = Category(tuple("abcdefghij")).fit_calibration(outputs, right)  # every label is the top class
+    assert fit.calibration.temperature == 1.0 and "no temperature is fitted" in fit.note
+    assert fit.ece_after == fit.ece_before
+    fit = Category(tuple("abcdefghij")).fit_calibration(outputs, labels)
+    assert fit.note == "" and fit.calibration.temperature != 1.0
