@@ -106,7 +106,10 @@ class RunRecord(_Record):
         return spec_from_dict(self.spec, origin=origin)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if not data["given_split"]:  # the spec's own split: headers stay as earlier versions wrote (and read) them
+            del data["given_split"]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> RunRecord:
