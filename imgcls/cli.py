@@ -54,6 +54,12 @@ TrustSpec = Annotated[
         "--trust-spec", help="Re-run the run's labeller on the data (imports its label function) to compare classes."
     ),
 ]
+CalibrationFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration", help="The calibration.json to use (implies --calibrate), when interpret wrote it elsewhere."
+    ),
+]
 
 
 def handled(command: F) -> F:
@@ -187,13 +193,28 @@ def audit_command(
         ),
     ] = 3.0,
     k: Annotated[int, typer.Option("--k", min=0, help="Duplicate pairs and suspect labels shown in the PNGs.")] = 8,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            "--folds",
+            min=2,
+            help="Rank every item's label by K-fold cross-validation: K trainings of the spec's recipe, "
+            "each holding one stratified fold out (runs in OUT/fold-1..K).",
+        ),
+    ] = None,
+    fold_epochs: Annotated[
+        int | None,
+        typer.Option("--fold-epochs", min=1, help="With --folds: every stage's epochs (default: the spec's)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Audit the data: unreadable files, duplicates, train/valid leakage, class balance, modes and sizes."""
     from imgcls.commands.audit import AuditOptions, run_audit
     from imgcls.spec import load_spec
 
-    options = AuditOptions(out, labels, checkpoint, _fail_on(fail_on), workers, max_imbalance, k, quiet)
+    options = AuditOptions(
+        out, labels, checkpoint, _fail_on(fail_on), workers, max_imbalance, k, quiet, folds, fold_epochs
+    )
     code = run_audit(load_spec(config, set_), options)
     if code:
         raise typer.Exit(code)
@@ -350,7 +371,8 @@ def interpret_command(
     allow_data_change: AllowDataChange = False,
     trust_spec: TrustSpec = False,
 ) -> None:
-    """What the model gets wrong: confusions and top losses, label thresholds, point or value errors."""
+    """What the model gets wrong: confusions and top losses, label thresholds, point or value errors; classifiers
+    are calibrated on the validation logits (calibration.json, reliability.png)."""
     from imgcls.commands.interpret import run_interpret
     from imgcls.evaluate.load import DataAccess
 
@@ -402,14 +424,43 @@ def predict_command(
     n: Annotated[int, typer.Option("-n", "--n", help="Augmented passes with --tta.")] = 4,
     beta: Annotated[float, typer.Option(help="Weight of the plain pass in the --tta blend.")] = 0.25,
     use_max: Annotated[bool, typer.Option("--use-max", help="With --tta: the maximum instead of the mean.")] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Run folders: apply the calibration `imgcls interpret` fitted (RUN/interpret/calibration.json). "
+            "An export applies the one it was exported with.",
+        ),
+    ] = False,
+    calibration: CalibrationFile = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            min=0.0,
+            max=1.0,
+            help="Classifiers: a `label` column that is `unknown` when the top probability is below this. "
+            "Multi-label: labels below it are off.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Predict image files with the validation transforms; unreadable files are listed, never fatal."""
     from imgcls.commands.predict import PredictOptions, run_predict
     from imgcls.evaluate.predict import FileTTA
 
-    options = PredictOptions(checkpoint, top_k, thresh, bs, FileTTA(n, beta, use_max) if tta else None)
-    run_predict(source, inputs, out, options, quiet=quiet)
+    options = PredictOptions(
+        checkpoint,
+        top_k,
+        thresh,
+        bs,
+        FileTTA(n, beta, use_max) if tta else None,
+        quiet,
+        calibrate,
+        calibration,
+        min_confidence,
+    )
+    run_predict(source, inputs, out, options)
 
 
 @app.command("export")
@@ -423,12 +474,21 @@ def export_command(
         bool, typer.Option("--onnx/--no-onnx", help="Also write model.onnx, checked with onnxruntime.")
     ] = True,
     thresh: Thresh = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Store the calibration `imgcls interpret` fitted (RUN/interpret/calibration.json) in "
+            "preprocess.json and in model.onnx's graph.",
+        ),
+    ] = False,
+    calibration: CalibrationFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a self-contained inference folder: model.safetensors, preprocess.json and model.onnx."""
-    from imgcls.commands.export import run_export
+    from imgcls.commands.export import ExportOptions, run_export
 
-    run_export(run, checkpoint, out, onnx=onnx, quiet=quiet, thresh=thresh)
+    run_export(run, checkpoint, out, ExportOptions(onnx, thresh, calibrate, calibration), quiet=quiet)
 
 
 def main() -> None:

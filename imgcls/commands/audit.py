@@ -7,6 +7,7 @@ chooses the folder, writes the CSVs, JSON and PNGs, prints, and turns --fail-on 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from imgcls.data.audit import (
 )
 from imgcls.data.datablock import DataBundle, build_data
 from imgcls.data.loaders import default_workers
+from imgcls.errors import ImgclsError
 from imgcls.report.audit_plots import ShownPair, plot_class_counts, plot_duplicate_pairs, plot_sizes
 from imgcls.report.console import Console
 from imgcls.report.plots import image_grid
@@ -64,6 +66,8 @@ class AuditOptions:
     max_imbalance: float = DEFAULT_MAX_IMBALANCE
     k: int = DEFAULT_K
     quiet: bool = False
+    folds: int | None = None  # suspect labels of every item by K-fold cross-validation of the spec's recipe
+    fold_epochs: int | None = None  # every stage's epochs in the fold trainings (default: the spec's)
 
 
 def parse_fail_on(text: str | None) -> tuple[str, ...]:
@@ -266,6 +270,9 @@ def audit_summary(audit: DataAudit, spec: Spec, options: AuditOptions, labels: L
             "method": f"cleanlab {labels.method} scores, find_label_issues",
             "items": len(labels.suspects),
             "issues": len(labels.issues),
+            "folds": labels.folds,
+            "fold_runs": [str(run) for run in labels.fold_runs],
+            "fold_epochs": options.fold_epochs,
         },
     }
 
@@ -351,8 +358,8 @@ def verdict(audit: DataAudit, max_imbalance: float, labels: LabelAudit | None) -
     lines.extend(_balance_lines(audit, max_imbalance))
     if labels is not None and labels.issues:
         lines.append(
-            f"{len(labels.issues)} of {len(labels.suspects)} validation labels look wrong (cleanlab): check the top "
-            "of suspect_labels.csv and suspect_labels.png, fix the labels that are wrong"
+            f"{len(labels.issues)} of {len(labels.suspects)} labels of the {labels.scope} look wrong (cleanlab): "
+            "check the top of suspect_labels.csv and suspect_labels.png, fix the labels that are wrong"
         )
     return lines
 
@@ -378,13 +385,13 @@ def _all_clear(audit: DataAudit, labels: LabelAudit | None) -> str:
     if audit.class_counts is not None and audit.class_counts.imbalance is not None:
         text += f"; classes balanced ({audit.class_counts.imbalance:.2f})"
     if labels is not None:
-        text += "; cleanlab flags no validation label"
+        text += f"; cleanlab flags no label of the {labels.scope}"
     return text
 
 
 def _print_suspects(console: Console, labels: LabelAudit, k: int) -> None:
     console.info(
-        f"{'suspect labels':<18}{len(labels.issues)} of {len(labels.suspects)} validation items flagged by cleanlab "
+        f"{'suspect labels':<18}{len(labels.issues)} of {len(labels.suspects)} {labels.scope} flagged by cleanlab "
         f"(find_label_issues; ranked by {labels.method}) with {labels.checkpoint}"
     )
     for suspect in labels.suspects[:k]:
@@ -411,7 +418,28 @@ def _scan(data: DataBundle, workers: int, console: Console) -> DataAudit:
         console.stop_bar()
 
 
-def _labels(spec: Spec, options: AuditOptions, console: Console) -> LabelAudit | None:
+def _fold_labels(spec: Spec, options: AuditOptions, folder: Path, console: Console) -> LabelAudit:
+    from imgcls.evaluate.label_audit import audit_labels_folds  # training: only when asked
+
+    assert options.folds is not None
+    for old in folder.glob("fold-*"):  # an earlier audit's fold runs: this audit's folds replace them
+        if old.is_dir() and old.name.removeprefix("fold-").isdigit() and (old / "checkpoints").is_dir():
+            shutil.rmtree(old)
+    epochs = "the spec's epochs" if options.fold_epochs is None else f"{options.fold_epochs} epoch(s) per stage"
+    console.info(f"suspect labels: {options.folds} trainings of the spec's recipe ({epochs}), one per held-out fold")
+    return audit_labels_folds(spec, options.folds, folder, options.fold_epochs, console)
+
+
+def _labels(spec: Spec, options: AuditOptions, folder: Path, console: Console) -> LabelAudit | None:
+    if options.folds is not None:
+        if options.labels_run is not None:
+            raise ImgclsError(
+                "--labels RUN and --folds K are two ways to rank the labels; give one",
+                hint="--labels ranks a trained run's validation items, --folds every item by cross-validation",
+            )
+        return _fold_labels(spec, options, folder, console)
+    if options.fold_epochs is not None:
+        raise ImgclsError("--fold-epochs applies to --folds K only")
     if options.labels_run is None:
         return None
     from imgcls.evaluate.label_audit import audit_labels  # torch models and timm: only when asked
@@ -435,9 +463,9 @@ def run_audit(spec: Spec, options: AuditOptions) -> int:
         f"valid items, each decoded once ({f'{workers} worker processes' if workers else 'in this process'})"
     )
     audit = _scan(data, workers, console)
-    labels = _labels(spec, options, console)
     folder = options.out or default_folder(spec)
     folder.mkdir(parents=True, exist_ok=True)
+    labels = _labels(spec, options, folder, console)
     for name in _OUTPUTS:  # a previous audit's files would otherwise pass for this one's
         (folder / name).unlink(missing_ok=True)
     written = write_tables(audit, folder) + write_plots(audit, folder, options.k)

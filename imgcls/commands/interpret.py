@@ -1,15 +1,17 @@
-"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/; with
---save-thresholds, a multi-label run's per-label thresholds into RUN/thresholds.json (predict and export use them)."""
+"""`imgcls interpret`: the run's validation predictions through its target's report, into RUN/interpret/; a
+classifier's calibration is kept there as calibration.json (for `export --calibrate` and `predict --calibrate`);
+with --save-thresholds, a multi-label run's per-label thresholds go into RUN/thresholds.json (predict and export
+use them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgcls.evaluate.interpret import TOP_K, interpret
-from imgcls.evaluate.load import DataAccess, LoadedRun, load_run
+from imgcls.evaluate.load import INTERPRET, DataAccess, LoadedRun, load_run
 from imgcls.report.console import Console
 from imgcls.targets.base import Evaluated, threshold_text
-from imgcls.train.record import THRESHOLDS_FILE, ThresholdsRecord
+from imgcls.train.record import CALIBRATION_FILE, THRESHOLDS_FILE, CalibrationRecord, ThresholdsRecord
 
 
 def run_interpret(
@@ -27,13 +29,24 @@ def run_interpret(
     loaded = load_run(run_dir, which, access=access or DataAccess(), console=console)
     if save_thresholds:
         loaded.target.require_per_label("--save-thresholds")  # before the validation pass
-    folder = out or run_dir / "interpret"
+    folder = out or run_dir / INTERPRET
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / CALIBRATION_FILE).unlink(missing_ok=True)  # an earlier checkpoint's fit must not pass for this one's
     console.info(f"interpret: {loaded.checkpoint.path} on the validation items")
-    result, written = interpret(loaded, folder, console, k, min_count)
-    console.info(f"wrote {folder}/ ({len(result)} items): {', '.join(written)}")
+    result = interpret(loaded, folder, console, k, min_count)
+    written = list(result.files)
+    if result.calibration is not None:
+        CalibrationRecord.of(result.calibration, loaded.checkpoint.path, loaded.checkpoint.record).write(
+            folder / CALIBRATION_FILE
+        )
+        written.append(CALIBRATION_FILE)
+        options = " --calibrate" if out is None else f" --calibration {folder / CALIBRATION_FILE}"
+        if which != "best":
+            options += f" --checkpoint {which}"
+        console.info(f"  use it with: imgcls export {run_dir}{options}, or imgcls predict {run_dir} IMAGES{options}")
+    console.info(f"wrote {folder}/ ({len(result.evaluated)} items): {', '.join(written)}")
     if save_thresholds:
-        save_label_thresholds(loaded, result, console)
+        save_label_thresholds(loaded, result.evaluated, console)
     return folder
 
 

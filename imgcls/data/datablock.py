@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,14 +63,19 @@ class DataBundle:
         return [self.items.relative(int(i)) for i in self.split.valid]
 
 
-def build_data(spec: DataSpec, quiet: bool = False) -> DataBundle:
-    """Items, labels (the spec's labeller runs: a callable is imported), split and encoded targets."""
+Splitter = Callable[[ItemList], SplitIndices]
+
+
+def build_data(spec: DataSpec, quiet: bool = False, splitter: Splitter | None = None) -> DataBundle:
+    """The DataBlock of `spec`; `splitter` replaces the spec's split (cross-validation folds give theirs), and
+    the vocab is learnt from its training items as from any split's. The spec's labeller runs (a callable is
+    imported)."""
     root: Path = resolve_root(spec, quiet)
     items = collect_items(root, spec.items)
     labels = label_items(items, spec.labels)
-    split = split_items(items, spec.split)
+    split = split_items(items, spec.split) if splitter is None else splitter(items)
     targets = TARGETS.get(spec.target).encode(labels, split.train, split.valid)
     return DataBundle(spec, items, split, targets, build_item_transform(spec.item_tfm))
 
 
-__all__ = ["DataBundle", "build_data"]
+__all__ = ["DataBundle", "Splitter", "build_data"]

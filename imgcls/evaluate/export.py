@@ -5,7 +5,8 @@
                         record): the target (kind, vocab, points, threshold), how to rebuild the model (arch, head,
                         y_range), the item transform, the final size, the normalization
     model.onnx          the same network for onnxruntime and other runtimes; input `images` (N, C, H, W) float32,
-                        normalized as preprocess.json says; output `outputs` (N, n_out), raw (before activation)
+                        normalized as preprocess.json says; output `outputs` (N, n_out), raw (before activation);
+                        with a calibration (export --calibrate) the raw outputs are the calibrated logits
 
 `imgcls predict EXPORT_FOLDER images/` rebuilds the model from the first two files, without the spec or the data.
 """
@@ -27,7 +28,8 @@ from imgcls.evaluate.load import LoadedRun
 from imgcls.evaluate.predict import PREPROCESS, WEIGHTS
 from imgcls.targets import Target
 from imgcls.targets.base import Threshold
-from imgcls.train.record import EXPORT_FORMAT, EXPORT_VERSION, ExportRecord, OnnxRecord
+from imgcls.targets.calibration import Calibration
+from imgcls.train.record import EXPORT_FORMAT, EXPORT_VERSION, CalibrationRecord, ExportRecord, OnnxRecord
 
 ONNX = "model.onnx"
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| on fp32 outputs
@@ -35,6 +37,25 @@ ONNX_OPSET = 18
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------------
+
+
+class CalibratedModel(nn.Module):
+    """A model whose raw outputs go through its calibration's affine map (outputs * scale + bias, as
+    Calibration.apply computes it): what model.onnx holds under export --calibrate."""
+
+    scale: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, model: nn.Module, calibration: Calibration) -> None:
+        super().__init__()
+        self.model = model
+        scale, bias = calibration.affine()
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outputs: torch.Tensor = self.model(images)
+        return outputs.float() * self.scale + self.bias
 
 
 def _onnx_modules() -> tuple[Any, Any]:
@@ -136,10 +157,17 @@ class ExportResult:
     max_abs_diff: float | None
 
 
-def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True, thresh: Threshold | None = None) -> ExportResult:
+def export_run(
+    loaded: LoadedRun,
+    folder: Path,
+    onnx: bool = True,
+    thresh: Threshold | None = None,
+    calibration: CalibrationRecord | None = None,
+) -> ExportResult:
     """Write model.safetensors, preprocess.json and (unless onnx=False) a model.onnx checked with onnxruntime into
-    `folder`. `thresh` replaces the run's decision threshold (its saved per-label ones, else the spec's). A stale
-    model.onnx of an earlier export is removed when onnx=False."""
+    `folder`. `thresh` replaces the run's decision threshold (its saved per-label ones, else the spec's). A
+    `calibration` goes into preprocess.json and into model.onnx's graph; model.safetensors keeps the plain weights.
+    A stale model.onnx of an earlier export is removed when onnx=False."""
     if onnx:
         _onnx_modules()  # fail before any work when the packages are missing
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +179,9 @@ def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True, thresh: Thres
     record = ExportRecord.from_run(
         loaded.checkpoint.record, loaded.spec, decision, target.activation_name, str(loaded.run_dir)
     )
+    if calibration is not None:
+        record = record.calibrated(calibration)
+        model = CalibratedModel(model, calibration.calibration()).eval()
     files = [folder / WEIGHTS, folder / PREPROCESS]
     exporter, difference = None, None
     if not onnx:
@@ -177,6 +208,7 @@ def export_run(loaded: LoadedRun, folder: Path, onnx: bool = True, thresh: Thres
 
 __all__ = [
     "ONNX_TOLERANCE",
+    "CalibratedModel",
     "ExportResult",
     "export_onnx",
     "export_run",

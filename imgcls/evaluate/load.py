@@ -9,15 +9,18 @@ from torch import nn
 
 from imgcls.augment.pipeline import BatchAugment
 from imgcls.data.datablock import DataBundle
-from imgcls.errors import TrainingError
+from imgcls.errors import ImgclsError, TrainingError
 from imgcls.report.console import Console
 from imgcls.spec.schema import Spec
 from imgcls.targets import Target
+from imgcls.targets.calibration import Calibration
 from imgcls.train.builder import Pipeline
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint
 from imgcls.train.folders import recorded_data
-from imgcls.train.record import ThresholdsRecord
+from imgcls.train.record import CALIBRATION_FILE, CalibrationRecord, ThresholdsRecord
 from imgcls.train.runtime import Runtime, resolve_runtime
+
+INTERPRET = "interpret"  # imgcls interpret's default folder in the run, where its calibration.json is looked for
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,35 @@ class LoadedRun:
     def augment(self) -> BatchAugment:
         """The batch transform at the checkpoint's size, normalized as the run was."""
         return self.pipeline.augment(self.size)
+
+    def calibration_record(self, file: Path | None = None) -> CalibrationRecord:
+        """The calibration `imgcls interpret` fitted for this checkpoint (default RUN/interpret/calibration.json);
+        one fitted for another checkpoint, or for an earlier model of the same name, is refused."""
+        if self.target.calibration_method is None:
+            raise ImgclsError(
+                f"calibration needs a classifier; {self.run_dir} predicts {self.target.kind} targets",
+                hint="leave --calibrate out for point and regression models",
+            )
+        file = file or self.run_dir / INTERPRET / CALIBRATION_FILE
+        record = CalibrationRecord.read(file)
+        n_values = len(record.a) if record.method == "platt" else 1
+        if record.method != self.target.calibration_method or n_values not in (1, self.target.n_out):
+            raise TrainingError(
+                f"{file} holds {record.method} scaling of {n_values} output(s); this run's {self.target.n_out} "
+                f"{self.target.kind} outputs are calibrated by {self.target.calibration_method} scaling",
+                hint=f"fit it again: imgcls interpret {self.run_dir}",
+            )
+        if not record.fits(self.checkpoint.record):
+            raise TrainingError(
+                f"{file} was fitted for {record.checkpoint} ({record.checkpoint_kind}, written "
+                f"{record.checkpoint_written}), not for {self.checkpoint.path} ({self.checkpoint.record.kind}, "
+                f"written {self.checkpoint.record.written})",
+                hint=f"fit it again: imgcls interpret {self.run_dir} --checkpoint {self.checkpoint.record.kind}",
+            )
+        return record
+
+    def calibration(self, file: Path | None = None) -> Calibration:
+        return self.calibration_record(file).calibration()
 
 
 RUN_FOLDER_HOLDS = (
@@ -122,4 +154,4 @@ def load_run(
     return LoadedRun(run_dir, checkpoint, pipeline, model)
 
 
-__all__ = ["RUN_FOLDER_HOLDS", "LoadedRun", "checkpoint_path", "load_run"]
+__all__ = ["INTERPRET", "RUN_FOLDER_HOLDS", "DataAccess", "LoadedRun", "checkpoint_path", "load_run"]

@@ -32,6 +32,7 @@ from imgcls.spec.data import IMAGE_EXTENSIONS
 from imgcls.spec.train import RuntimeSpec
 from imgcls.targets import Target
 from imgcls.targets.base import Threshold, label_vector
+from imgcls.targets.calibration import Calibration
 from imgcls.targets.point import as_points
 from imgcls.train.builder import batch_augment, inference_model, normalizer_from
 from imgcls.train.evaluation import Predictions, evaluate
@@ -46,7 +47,8 @@ PREPROCESS, WEIGHTS = "preprocess.json", "model.safetensors"
 @dataclass
 class Predictor:
     """A model with the preprocessing it was validated with: item transform (validation mode), batch resize and
-    normalization; predictions are activated outputs (probabilities, or values for points and regression)."""
+    normalization; predictions are activated outputs (probabilities, or values for points and regression), of
+    the calibrated outputs when there is a calibration."""
 
     model: nn.Module
     target: Target
@@ -58,6 +60,13 @@ class Predictor:
     workers: int = 0
     # The training batch transform without its regularizers (predict --tta); None for exports that lack it.
     tta_augment: BatchAugment | None = None
+    calibration: Calibration | None = None
+
+    def activate(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Raw outputs -> probabilities or values: calibrated first when there is a calibration."""
+        if self.calibration is not None:
+            outputs = self.calibration.apply(outputs)
+        return self.target.activation(outputs)
 
     def batches(self, files: Sequence[Path], bs: int, augmented: int | None = None) -> DeviceLoader:
         """The files in batches that collate: any `bs` when the item transform gives one size, else grouped by
@@ -106,7 +115,7 @@ def _same_size_batches(files: Sequence[Path], bs: int) -> list[list[int]]:
 # --- loading ------------------------------------------------------------------------------------------------
 
 
-def predictor_from_run(loaded: LoadedRun) -> Predictor:
+def predictor_from_run(loaded: LoadedRun, calibration: Calibration | None = None) -> Predictor:
     spec = loaded.spec
     workers = default_workers() if spec.data.num_workers == "auto" else spec.data.num_workers
     return Predictor(
@@ -119,12 +128,13 @@ def predictor_from_run(loaded: LoadedRun) -> Predictor:
         str(loaded.checkpoint.path),
         workers,
         loaded.augment.for_tta(),
+        calibration,
     )
 
 
 def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
     """Rebuild the model from preprocess.json and model.safetensors; nothing of the training run is needed, and
-    nothing is downloaded (the model is never built pretrained)."""
+    nothing is downloaded (the model is never built pretrained). A calibration in preprocess.json is applied."""
     record = ExportRecord.read(folder / PREPROCESS)
     target = record.target.block()
     try:
@@ -150,19 +160,36 @@ def predictor_from_export(folder: Path, device: str = "auto") -> Predictor:
         f"{folder} (export)",
         default_workers(),
         tta_augment,
+        record.calibration.calibration() if record.calibration is not None else None,
     )
 
 
-def load_predictor(path: Path, which: str = "best") -> Predictor:
-    """An export folder (it has preprocess.json) or a run folder (its `which` checkpoint)."""
+def load_predictor(
+    path: Path, which: str = "best", calibrate: bool = False, calibration_file: Path | None = None
+) -> Predictor:
+    """An export folder (it has preprocess.json; calibrated if it was exported with --calibrate) or a run folder
+    (its `which` checkpoint; calibrated with `calibrate` or a `calibration_file`, by the fit `imgcls interpret`
+    wrote)."""
     if (path / PREPROCESS).is_file():
-        return predictor_from_export(path)
+        predictor = predictor_from_export(path)
+        if calibration_file is not None:
+            raise ImgclsError(
+                f"{path} is an export: its calibration is the one in {PREPROCESS}",
+                hint="leave --calibration out, or export the run again with --calibrate --calibration FILE",
+            )
+        if calibrate and predictor.calibration is None:
+            raise ImgclsError(
+                f"{path} was exported without a calibration", hint="export the run again with --calibrate"
+            )
+        return predictor
     if path.is_dir() and not (path / "checkpoints").is_dir():
         raise ImgclsError(
             f"{path} is neither a run folder (no checkpoints/) nor an export folder (no {PREPROCESS})",
             hint=f"{RUN_FOLDER_HOLDS}; an export folder (`imgcls export`) holds {PREPROCESS} and {WEIGHTS}",
         )
-    return predictor_from_run(load_run(path, which))
+    loaded = load_run(path, which)
+    calibration = loaded.calibration(calibration_file) if calibrate or calibration_file is not None else None
+    return predictor_from_run(loaded, calibration)
 
 
 # --- predicting -------------------------------------------------------------------------------------------------
@@ -221,8 +248,8 @@ def _tta_values(
         result = evaluate(predictor.model, batches, predictor.runtime, console, f"augmented pass {number}/{options.n}")
         if not torch.equal(result.indices, plain.indices):
             raise ImgclsError("an augmented pass read other files than the plain pass (did a file change?)")
-        augmented.append(target.to_frame(target.activation(result.outputs), result.geometry, plain.geometry))
-    return blend(target.activation(plain.outputs), augmented, options.beta, options.use_max)
+        augmented.append(target.to_frame(predictor.activate(result.outputs), result.geometry, plain.geometry))
+    return blend(predictor.activate(plain.outputs), augmented, options.beta, options.use_max)
 
 
 def predict_files(
@@ -246,7 +273,7 @@ def predict_files(
     if tta is not None and len(predictions):
         values = _tta_values(predictor, files, bs, predictions, tta, console)
     else:
-        values = predictor.target.activation(predictions.outputs)
+        values = predictor.activate(predictions.outputs)
     item_points = None
     if predictor.target.spatial:
         item_points = predictions.geometry.to_input(as_points(values))
@@ -296,18 +323,24 @@ def prediction_frame(
     predictions: Sequence[FilePrediction],
     top_k: int = TOP_K,
     thresh: Threshold | None = None,
+    min_confidence: float | None = None,
 ) -> pd.DataFrame:
     """One row per file: `file`, `error`, then the target's columns: pred_i/prob_i (top-k classes); labels and
-    prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i."""
+    prob_<label> (multi-label, labels above the threshold); x_i/y_i in original pixels (points); value_i.
+    `min_confidence` withholds what is less probable (the target's rule: a `label` column that is `unknown` for
+    a classifier, fewer `labels` for a multi-label model)."""
     target = predictor.target
     thresh = predictor.thresh if thresh is None else thresh
+    withheld = target.withheld_columns() if min_confidence is not None else []
     rows = []
     for prediction in predictions:
         row: dict[str, object] = {"file": str(prediction.file), "error": prediction.error or ""}
         if prediction.values is not None:
             row.update(target.prediction_row(prediction.values, prediction.points, prediction.size, top_k, thresh))
+            if min_confidence is not None:
+                row = target.withhold(row, prediction.values, min_confidence, thresh)
         rows.append(row)
-    frame: pd.DataFrame = pd.DataFrame(rows, columns=["file", "error", *target.prediction_columns(top_k)])
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=["file", "error", *withheld, *target.prediction_columns(top_k)])
     return frame
 
 

@@ -228,3 +228,48 @@ def plot_predicted_vs_actual(predicted: np.ndarray, actual: np.ndarray, out: Pat
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_reliability(
+    before: pd.DataFrame, after: pd.DataFrame, eces: tuple[float, float], what: str, out: Path
+) -> Path:
+    """Reliability diagrams before and after calibration: per confidence bin the share that came true (bars)
+    against the mean confidence (a perfectly calibrated model's bars reach the diagonal), with the items per bin
+    underneath. `before`/`after` are imgcls.targets.calibration.reliability_bins tables."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    for column, (bins, title, ece) in enumerate(((before, "before", eces[0]), (after, "after", eces[1]))):
+        top, bottom = axes[0][column], axes[1][column]
+        width = bins["upper"] - bins["lower"]
+        filled = bins["count"] > 0
+        accuracy = bins["accuracy"].where(filled, 0.0)
+        confidence = bins["confidence"].where(filled, 0.0)
+        top.bar(
+            bins["lower"], accuracy, width=width, align="edge", color="tab:blue", edgecolor="white", label="observed"
+        )
+        top.bar(
+            bins["lower"],
+            (confidence - accuracy).abs(),
+            bottom=np.minimum(accuracy, confidence),
+            width=width,
+            align="edge",
+            color="none",
+            hatch="///",
+            edgecolor="tab:red",
+            linewidth=0.8,
+            label="gap to the mean confidence",
+        )
+        top.plot([0, 1], [0, 1], color="tab:grey", linestyle="--", linewidth=1)
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("share that came true")
+        top.set_title(f"{title} calibration: ECE {ece:.4f}")
+        top.legend(loc="upper left", fontsize=8)
+        bottom.bar(bins["lower"], bins["count"], width=width, align="edge", color="tab:grey", edgecolor="white")
+        bottom.set_yscale("symlog", linthresh=1)
+        bottom.set_xlabel(what)
+        bottom.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from imgcls.errors import DataError, ImgclsError
 from imgcls.report.console import Console
+from imgcls.report.plots import plot_reliability
+from imgcls.targets.calibration import Calibration, CalibrationFit, reliability_bins
 
 
 class PointWindow(Protocol):
@@ -117,6 +120,7 @@ class ReportContext:
     console: Console
     k: int = 9
     min_count: int = 1
+    calibration: CalibrationFit | None = None  # fitted on these validation outputs (classifiers)
 
 
 class Target(ABC):
@@ -134,6 +138,8 @@ class Target(ABC):
     spatial: ClassVar[bool] = False
     # Decisions take one threshold per output (interpret --save-thresholds, export --thresh label=value).
     per_label_thresholds: ClassVar[bool] = False
+    # How `fit_calibration` maps raw outputs (imgcls.targets.calibration.Method); None: not applicable.
+    calibration_method: ClassVar[str | None] = None
 
     @property
     @abstractmethod
@@ -230,6 +236,13 @@ class Target(ABC):
         """One prediction row in words, for the console."""
         return ", ".join(f"{row[c]:.4g}" for c in self.prediction_columns(1) if c in row)
 
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """One integer per item of encoded `values`: the groups cross-validation folds are stratified by."""
+        raise ImgclsError(
+            f"cross-validated label audits need a classifier; this spec predicts {self.kind} targets",
+            hint="audit the labels of a category or multi_category spec",
+        )
+
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -252,6 +265,29 @@ class Target(ABC):
         """One decision threshold per label chosen on the validation set, and how they were chosen."""
         self.require_per_label("choosing thresholds")
         raise NotImplementedError
+
+    # --- calibration and abstention ---------------------------------------------------------------------
+
+    def fit_calibration(self, outputs: torch.Tensor, targets: torch.Tensor) -> CalibrationFit:
+        """Fit this kind's calibration on validation outputs and measure it (ECE, NLL) before and after."""
+        raise ImgclsError(
+            f"calibration needs a classifier; this run predicts {self.kind} targets",
+            hint="calibrate a category or multi_category run",
+        )
+
+    def withheld_columns(self) -> list[str]:
+        """Columns `withhold` adds in front of the prediction columns."""
+        return []
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: Threshold
+    ) -> dict[str, object]:
+        """A prediction row with what is less probable than `min_confidence` withheld (predict --min-confidence);
+        `values` are the activated outputs the row was made from, `thresh` its decision threshold."""
+        raise ImgclsError(
+            f"--min-confidence needs a classifier; this model predicts {self.kind} targets",
+            hint="leave --min-confidence out for point and regression models",
+        )
 
     # --- reports -----------------------------------------------------------------------------------------
 
@@ -293,6 +329,69 @@ class VocabTarget(Target):
     @classmethod
     def from_record(cls, n_out: int, vocab: Sequence[str], n_points: int) -> VocabTarget:
         return cls(tuple(vocab))
+
+    # --- calibration: the kind's map, loss and bins; the fit, its measurement and its report are shared ------
+
+    # What one reliability bin holds, in words (the axis of the diagram and the ECE line).
+    reliability_text: ClassVar[str] = ""
+
+    @abstractmethod
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        """The kind's calibration map, fitted on validation outputs, and a note when the fit is degenerate."""
+
+    @abstractmethod
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The mean negative log-likelihood of the targets under the activated outputs."""
+
+    @abstractmethod
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The expected calibration error of activated outputs (15 equal-width bins)."""
+
+    @abstractmethod
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence, outcome) per binned value: what the reliability bins average."""
+
+    def fit_calibration(self, outputs: torch.Tensor, targets: torch.Tensor) -> CalibrationFit:
+        if len(outputs) < 2 or not bool(torch.isfinite(outputs).all()):
+            raise ImgclsError(
+                f"calibration needs at least 2 validation items with finite outputs, got {len(outputs)}",
+                hint="validate on more items (data.split)",
+            )
+        calibration, note = self._fit_map(outputs, targets)
+        calibrated = calibration.apply(outputs)
+        before, after = self.activation(outputs), self.activation(calibrated)
+        return CalibrationFit(
+            calibration=calibration,
+            n_items=len(outputs),
+            ece_before=self._ece(before, targets),
+            ece_after=self._ece(after, targets),
+            nll_before=self._nll(outputs, targets),
+            nll_after=self._nll(calibrated, targets),
+            bins_before=reliability_bins(*self._reliability(before, targets)),
+            bins_after=reliability_bins(*self._reliability(after, targets)),
+            what=self.reliability_text,
+            note=note,
+        )
+
+    def _calibration_report(self, ctx: ReportContext) -> list[str]:
+        """Print the fitted calibration and write calibration.csv and reliability.png; returns the files."""
+        fit = ctx.calibration
+        if fit is None:
+            return []
+        bins = pd.concat([fit.bins_before.assign(calibrated=False), fit.bins_after.assign(calibrated=True)])
+        columns = ["calibrated", "bin", "lower", "upper", "count", "confidence", "accuracy", "gap"]
+        bins[columns].to_csv(ctx.folder / "calibration.csv", index=False, float_format="%.6f")
+        plot_reliability(
+            fit.bins_before, fit.bins_after, (fit.ece_before, fit.ece_after), fit.what, ctx.folder / "reliability.png"
+        )
+        ctx.console.info(f"calibration fitted on the {fit.n_items} validation items: {fit.calibration.describe()}")
+        if fit.note:
+            ctx.console.warn(fit.note)
+        ctx.console.info(
+            f"  ECE ({len(fit.bins_before)} bins, {fit.what}) {fit.ece_before:.4f} -> {fit.ece_after:.4f}; "
+            f"NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f} (measured on the items it was fitted on)"
+        )
+        return ["calibration.csv", "reliability.png"]
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ from imgcls.targets.base import (
     top_losses,
     unknown_labels_error,
 )
+from imgcls.targets.calibration import Calibration, fit_temperature, multiclass_ece
 
 LABEL_SCORE = "self_confidence"  # cleanlab's default: the predicted probability of the given label
+UNKNOWN = "unknown"  # predict --min-confidence: the label of an item whose top probability is below it
 _LOG_FLOOR = torch.finfo(torch.float32).tiny  # log(0) would give -inf losses for a blended probability of 0
 
 
@@ -77,6 +79,10 @@ class Category(VocabTarget):
     losses = ("cross_entropy", "label_smoothing_cross_entropy")
     metrics = ("accuracy", "error_rate", "top_k_accuracy", "f1_macro")
     activation_name = "softmax"
+    # One temperature for all classes (Guo et al. 2017): it rescales every logit alike, so the predicted class
+    # and the ranking of the classes never change; only how sure the probabilities are.
+    calibration_method = "temperature"
+    reliability_text = "top probability"
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -144,7 +150,46 @@ class Category(VocabTarget):
 
     def prediction_text(self, row: dict[str, Any]) -> str:
         ranks = [r for r in range(1, 4) if f"pred_{r}" in row]
-        return ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+        text = ", ".join(f"{row[f'pred_{r}']} {row[f'prob_{r}']:.3f}" for r in ranks)
+        return f"{UNKNOWN} (top: {text})" if row.get("label") == UNKNOWN else text
+
+    def withheld_columns(self) -> list[str]:
+        return ["label"]
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: Threshold
+    ) -> dict[str, object]:
+        """`label`: the top class, or `unknown` when its probability is below `min_confidence`; the pred_i and
+        prob_i columns stay as they are."""
+        best = int(np.argmax(values))
+        return {"label": self.classes[best] if float(values[best]) >= min_confidence else UNKNOWN, **row}
+
+    # --- calibration ---------------------------------------------------------------------------------------
+
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        if bool((outputs.argmax(dim=1) == targets.long()).all()):
+            # Every item's top class is its label: each item's NLL falls as T -> 0, so theirs has no minimum and a
+            # fit would only sharpen every probability towards 1 (T at its bound).
+            note = (
+                f"every one of the {len(outputs)} validation items is predicted right: the NLL falls without bound "
+                "as T -> 0, so no temperature is fitted (T = 1); validate on more (or harder) items to calibrate"
+            )
+            return Calibration("temperature", temperature=1.0), note
+        return Calibration("temperature", temperature=fit_temperature(outputs, targets.long())), ""
+
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(torch.nn.functional.cross_entropy(outputs.double(), targets.long()))
+
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        return multiclass_ece(probs, targets.long())
+
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top, predicted = probs.max(dim=1)
+        return top, (predicted == targets.long()).double()
+
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """The class: every fold gets its share of each class."""
+        return values.astype(np.int64)
 
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
@@ -240,6 +285,7 @@ class Category(VocabTarget):
             "most_confused.csv",
             "per_class.csv",
             "top_losses.csv/.png",
+            *self._calibration_report(ctx),
         ]
 
     def _top_losses(self, ctx: ReportContext) -> None:

@@ -26,6 +26,7 @@ from imgcls.targets.base import (
     top_losses,
     unknown_labels_error,
 )
+from imgcls.targets.calibration import Calibration, binary_ece, fit_platt
 from imgcls.targets.category import LABEL_SCORE
 
 THRESHOLDS = np.linspace(0.05, 0.95, 29)  # the book's sweep
@@ -99,6 +100,11 @@ class MultiCategory(VocabTarget):
     metrics = ("accuracy_multi", "f1_macro")
     activation_name = "sigmoid"
     per_label_thresholds = True
+    # Platt scaling per label (a, b), not a temperature per label: labels are often shifted as well as over- or
+    # under-confident (a rare label's logits sit low), and a temperature keeps logit 0 at probability 0.5, so it
+    # cannot correct a shift; b can. a > 0 keeps each label's ranking of the items.
+    calibration_method = "platt"
+    reliability_text = "probability of each (item, label)"
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -161,6 +167,43 @@ class MultiCategory(VocabTarget):
 
     def prediction_text(self, row: dict[str, Any]) -> str:
         return str(row.get("labels") or "") or "(no label above the threshold)"
+
+    def withhold(
+        self, row: dict[str, object], values: np.ndarray, min_confidence: float, thresh: Threshold
+    ) -> dict[str, object]:
+        """`labels` keeps the labels whose probability is above the decision threshold and at least
+        `min_confidence` (so the higher of the two decides); the prob_<label> columns stay as they are."""
+        cuts = label_vector(thresh, self.n_out)
+        on = [
+            label for label, p, cut in zip(self.classes, values, cuts, strict=True) if p > cut and p >= min_confidence
+        ]
+        return {**row, "labels": " ".join(on)}
+
+    # --- calibration ---------------------------------------------------------------------------------------
+
+    def _fit_map(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[Calibration, str]:
+        # Platt's prior-corrected targets keep a and b finite even for a label the logits separate perfectly.
+        a, b = fit_platt(outputs, targets)
+        return Calibration("platt", a=a, b=b), ""
+
+    def _nll(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(outputs.double(), targets.double()))
+
+    def _ece(self, probs: torch.Tensor, targets: torch.Tensor) -> float:
+        return binary_ece(probs, targets)
+
+    def _reliability(self, probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return probs.reshape(-1), (targets.reshape(-1) > 0.5).double()
+
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """The item's rarest label (n_out for an item without labels): a simple stand-in for iterative
+        stratification that still spreads each rare label over the folds."""
+        on = values > 0.5
+        counts = on.sum(axis=0)
+        # labels an item lacks count as more frequent than any it has, so argmin finds its rarest own label
+        ranked = np.where(on, counts[None, :], len(values) + 1)
+        rarest: np.ndarray = np.where(on.any(axis=1), ranked.argmin(axis=1), self.n_out).astype(np.int64)
+        return rarest
 
     def label_quality(
         self, probs: np.ndarray, targets: np.ndarray, thresh: Threshold
@@ -245,7 +288,7 @@ class MultiCategory(VocabTarget):
             )
         self._per_label(ctx, probs, targets)
         self._top_losses(ctx, probs)
-        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png"]
+        return ["per_label.csv", "threshold_sweep.csv/.png", "top_losses.csv/.png", *self._calibration_report(ctx)]
 
     def _per_label(self, ctx: ReportContext, probs: np.ndarray, targets: np.ndarray) -> None:
         """The per-label table at the run's threshold, with each label's best threshold by F1 beside it."""

@@ -7,15 +7,17 @@ evaluating it reads the manifest instead of running its labeller, and fetches no
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch.distributed as dist
 
 from imgcls.data.datablock import DataBundle, build_data
 from imgcls.data.item_tfms import build_item_transform
-from imgcls.data.items import collect_items
+from imgcls.data.items import ItemList, collect_items
 from imgcls.data.manifest import MANIFEST, DataChanges, DataManifest
 from imgcls.data.sources import resolve_root
+from imgcls.data.splits import SplitIndices
 from imgcls.errors import DataError, SpecError, TrainingError
 from imgcls.report.console import Console
 from imgcls.spec.load import apply_override, spec_from_dict
@@ -111,6 +113,20 @@ def resume_run(run_dir: Path, overrides: list[str] | None) -> tuple[Spec, Checkp
     return spec_from_dict(raw, origin=str(checkpoint.path)), checkpoint
 
 
+SPLIT_FILE = "split.json"
+
+
+def split_listing(items: ItemList, split: SplitIndices, given: bool, vocab: list[str]) -> dict[str, object]:
+    """split.json: the validation items (and the training items too when the split was given, not the spec's:
+    they cannot be made again from the spec), the training count and the vocab."""
+    listing: dict[str, object] = {"train": len(split.train)}
+    if given:
+        listing["train_items"] = [items.relative(int(i)) for i in split.train]
+    listing["valid_items"] = [items.relative(int(i)) for i in split.valid]
+    listing["vocab"] = vocab
+    return listing
+
+
 # --- the data of a run ---------------------------------------------------------------------------------------
 
 
@@ -156,6 +172,8 @@ def recorded_data(
     if relabel:
         built = build_data(spec.data, quiet=True)
         root, changes = built.items.root, manifest.compare(built, target)
+        if record.given_split:  # a fold's split is not the spec's: only files and classes are compared
+            changes = replace(changes, split_moved=0)
     else:
         root = resolve_root(spec.data, quiet=True, fetch=False)
         changes = manifest.changes(root, _current_items(root, spec))

@@ -22,6 +22,7 @@ from imgcls.spec.load import spec_from_dict
 from imgcls.spec.schema import Spec
 from imgcls.spec.train import ModelSpec
 from imgcls.targets import Target, target_from_record
+from imgcls.targets.calibration import Calibration, CalibrationFit
 
 FORMAT = 1  # the checkpoint header layout; format 1 headers of earlier versions read unchanged
 EXPORT_FORMAT = "imgcls-export"
@@ -115,6 +116,9 @@ class RunRecord(_Record):
     optimizer: OptimizerRecord | None = None
     # None in runs written before data manifests (they are evaluated only with --trust-spec)
     data: DataRecord | None = None
+    # The split was given by the caller (imgcls audit --folds), not made by the spec's splitter: the run folder's
+    # split.json lists its training and validation items.
+    given_split: bool = False
 
     def stamped(self) -> RunRecord:
         return self.model_copy(update={"written": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -126,7 +130,10 @@ class RunRecord(_Record):
     def to_json(self) -> str:
         # Python's json keeps inf and NaN (a monitor's best before its first improvement, a diverged metric);
         # pydantic's JSON mode would turn them into null.
-        return json.dumps(self.model_dump())
+        data = self.model_dump()
+        if not data["given_split"]:  # the spec's own split: headers stay as earlier versions wrote (and read) them
+            del data["given_split"]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> RunRecord:
@@ -146,6 +153,89 @@ class RunRecord(_Record):
                 f"{where}: the checkpoint header is malformed at '{at}': {first['msg']}",
                 hint="the file was edited or written by another program; use another checkpoint of the run",
             ) from None
+
+
+# --- calibration ---------------------------------------------------------------------------------------------
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def _reading_error(file: Path, err: ValidationError) -> TrainingError:
+    first = err.errors()[0]
+    at = ".".join(str(part) for part in first["loc"])
+    return TrainingError(f"{file} is malformed at '{at}': {first['msg']}")
+
+
+class CalibrationRecord(_Record):
+    """A fitted calibration (imgcls.targets.calibration.Calibration), the checkpoint it was fitted for and what
+    it changed: `imgcls interpret` writes it to <interpret folder>/calibration.json, `export --calibrate` copies it
+    into preprocess.json."""
+
+    method: Literal["temperature", "platt"]
+    temperature: float | None = None  # temperature: calibrated = outputs / temperature
+    a: list[float] = Field(default_factory=list)  # platt: calibrated = a * outputs + b, per output
+    b: list[float] = Field(default_factory=list)
+    checkpoint: str  # the checkpoint file the validation outputs came from
+    checkpoint_kind: str
+    checkpoint_written: str  # its record's timestamp: a later checkpoint of the same name is another model
+    checkpoint_step: int
+    n_items: int
+    n_bins: int
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    note: str = ""  # why the map is not a real fit, if it is not (e.g. T = 1 when every item is right)
+
+    @classmethod
+    def of(cls, fit: CalibrationFit, checkpoint: Path, record: RunRecord) -> CalibrationRecord:
+        calibration = fit.calibration
+        return cls(
+            method=calibration.method,
+            temperature=calibration.temperature,
+            a=list(calibration.a),
+            b=list(calibration.b),
+            checkpoint=str(checkpoint),
+            checkpoint_kind=record.kind,
+            checkpoint_written=record.written,
+            checkpoint_step=record.position.step,
+            n_items=fit.n_items,
+            n_bins=len(fit.bins_before),
+            ece_before=fit.ece_before,
+            ece_after=fit.ece_after,
+            nll_before=fit.nll_before,
+            nll_after=fit.nll_after,
+            note=fit.note,
+        )
+
+    def calibration(self) -> Calibration:
+        return Calibration(self.method, self.temperature, tuple(self.a), tuple(self.b))
+
+    def fits(self, record: RunRecord) -> bool:
+        """Whether it was fitted on the outputs of the checkpoint `record` describes."""
+        return (self.checkpoint_kind, self.checkpoint_written, self.checkpoint_step) == (
+            record.kind,
+            record.written,
+            record.position.step,
+        )
+
+    def write(self, file: Path) -> None:
+        file.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, file: Path) -> CalibrationRecord:
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TrainingError(
+                f"no calibration at {file}", hint="fit one with `imgcls interpret RUN` (it writes calibration.json)"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TrainingError(f"cannot read {file}: {err}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise _reading_error(file, err) from None
 
 
 # --- exports -----------------------------------------------------------------------------------------------
@@ -200,6 +290,8 @@ class ExportRecord(_Record):
     onnx: OnnxRecord | None = None
     # The run's training batch transform (its `augment:` section): what `predict --tta` augments with.
     tta_augment: dict[str, Any] | None = None
+    # export --calibrate: applied to the raw outputs before `activation` (and inside model.onnx)
+    calibration: CalibrationRecord | None = None
 
     @classmethod
     def from_run(
@@ -244,6 +336,12 @@ class ExportRecord(_Record):
         """The training batch transform for predict --tta (None in exports written before it was recorded)."""
         return None if self.tta_augment is None else AugmentSpec.model_validate(self.tta_augment)
 
+    def calibrated(self, calibration: CalibrationRecord) -> ExportRecord:
+        """This record with `calibration`, and its ONNX output stated as calibrated logits."""
+        formula = calibration.calibration().formula()
+        output = {**self.output, "values": f"calibrated logits, {formula} in the graph; apply `activation`"}
+        return self.model_copy(update={"calibration": calibration, "output": output})
+
     def item_tfm_spec(self) -> ItemTfm | None:
         from pydantic import TypeAdapter
 
@@ -257,8 +355,9 @@ class ExportRecord(_Record):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
-        if data["onnx"] is None:  # an export without ONNX says nothing about it
-            del data["onnx"]
+        for optional in ("onnx", "calibration"):  # an export without ONNX (or calibration) says nothing about it
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -280,9 +379,7 @@ class ExportRecord(_Record):
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
-            first = err.errors()[0]
-            at = ".".join(str(part) for part in first["loc"])
-            raise TrainingError(f"{file} is malformed at '{at}': {first['msg']}") from None
+            raise _reading_error(file, err) from None
 
 
 # --- per-label thresholds -------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from imgcls.data.datablock import DataBundle
+from imgcls.data.datablock import DataBundle, build_data
 from imgcls.data.manifest import DataManifest
+from imgcls.data.splits import SplitIndices
 from imgcls.errors import DataError, TrainingInterrupted, UnreadableImagesError
 from imgcls.report.console import Console
 from imgcls.report.env import environment
@@ -29,7 +30,7 @@ from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
-from imgcls.train.folders import LAST, recorded_data, start_run
+from imgcls.train.folders import LAST, recorded_data, split_listing, start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.metrics import Metric
 from imgcls.train.optim import build_optimizer, set_frozen
@@ -74,6 +75,7 @@ class Trainer:
         resume: Checkpoint | None,
         extra: Sequence[Callback],
         allow_data_change: bool = False,
+        split: SplitIndices | None = None,
     ) -> None:
         self.spec, self.runtime, self.run_dir, self.console = spec, runtime, run_dir, console
         self._pending = resume
@@ -81,7 +83,7 @@ class Trainer:
         torch.manual_seed(spec.seed)
         record = resume.record if resume is not None else None
         self._resumed_data = record.data if record is not None else None
-        factory = None
+        factory: Callable[[], DataBundle] | None = None
         if record is not None:  # the recorded items, split and vocab, checked against the data on disk
 
             def factory() -> DataBundle:
@@ -90,6 +92,13 @@ class Trainer:
                     spec, record, run_dir, relabel=True, allow_change=allow_data_change, console=console
                 )
 
+        elif split is not None:  # a cross-validation fold's split, not the spec's
+
+            def factory() -> DataBundle:
+                assert split is not None
+                return build_data(spec.data, console.quiet, splitter=lambda items: split)
+
+        self.given_split = split is not None or (record is not None and record.given_split)
         self.pipeline = Pipeline(spec, runtime, record, quiet=console.quiet, data_factory=factory)
         full = rank_zero_first(runtime, lambda: self.pipeline.data)
         self.manifest = DataManifest.of(full) if record is None or record.data is None else None
@@ -163,6 +172,7 @@ class Trainer:
             callbacks=self.callbacks.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler is not None else None,
             metrics=state.metrics,
+            given_split=self.given_split,
         )
 
     def write(self, kind: str, state: TrainState) -> None:
@@ -199,7 +209,7 @@ class Trainer:
         (folder / "spec.yaml").write_text(dump_spec(self.spec))
         env = environment(self.runtime.device, self.runtime.world)
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-        split = {"train": len(data.split.train), "valid_items": data.valid_items(), "vocab": list(data.target.vocab)}
+        split = split_listing(data.items, data.split, self.given_split, list(data.target.vocab))
         (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
         metrics_file = folder / "metrics.csv"
         if self._pending is not None and metrics_file.exists():
@@ -427,17 +437,19 @@ def train(
     callbacks: Sequence[Callback] = (),
     console: Console | None = None,
     allow_data_change: bool = False,
+    split: SplitIndices | None = None,
 ) -> Path:
     """Train every stage of `spec` into a run folder (`out`, or runs/<name>); with `resume`, continue the run
     in `out` from that checkpoint's position (on the recorded data; `allow_data_change` goes on when the files
-    changed). `callbacks` run besides the spec's. Under torchrun, every rank calls this."""
+    changed). `callbacks` run besides the spec's. `split` replaces the spec's split (a cross-validation fold):
+    the run records that, and its items.csv and split.json list both sets. Under torchrun, every rank calls this."""
     runtime = resolve_runtime(spec.runtime)
     try:
         run_dir = out if resume is not None and out is not None else start_run(spec, out, runtime)
         display = console or Console(quiet, enabled=runtime.is_main)
         for note in runtime.notes:
             display.warn(note)
-        return Trainer(spec, runtime, run_dir, display, resume, callbacks, allow_data_change).run()
+        return Trainer(spec, runtime, run_dir, display, resume, callbacks, allow_data_change, split).run()
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()

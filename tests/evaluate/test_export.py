@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from trained_runs import run_cli, trained_run
 
-from imgcls.commands.export import run_export
+from imgcls.commands.export import ExportOptions, run_export
 from imgcls.errors import ImgclsError
 from imgcls.evaluate.export import ONNX_TOLERANCE, ExportResult
 from imgcls.evaluate.load import load_run
@@ -125,7 +125,7 @@ def test_a_newer_export_format_is_refused(exported: ExportResult, tmp_path: Path
 def test_exporting_again_without_onnx_removes_the_old_onnx_model(exported: ExportResult, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(exported.folder, tmp_path / "again"))
     run = Path(json.loads((folder / "preprocess.json").read_text())["source"]["run"])
-    run_export(run, out=folder, onnx=False, quiet=True)
+    run_export(run, out=folder, options=ExportOptions(onnx=False), quiet=True)
     assert not (folder / "model.onnx").exists()
     assert "onnx" not in json.loads((folder / "preprocess.json").read_text())
 

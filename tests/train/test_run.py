@@ -274,3 +274,37 @@ def test_a_from_scratch_run_says_auto_means_no_normalization(finished: Path) -> 
         "std": None,
         "n_in": 3,
     }
+
+
+def test_a_given_split_is_trained_recorded_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from imgcls.data.datablock import build_data
+    from imgcls.data.splits import SplitIndices
+    from imgcls.evaluate.load import load_run
+
+    data = build_data(_spec().data, quiet=True)
+    items = np.sort(np.concatenate([data.split.train, data.split.valid]))
+    given = SplitIndices(items[items % 3 != 0], items[items % 3 == 0])  # not the spec's grandparent split
+    whole = train(_spec(), tmp_path / "whole", quiet=True, split=given)
+    listing = json.loads((whole / "split.json").read_text())
+    assert listing["valid_items"] == [data.items.relative(int(i)) for i in given.valid]
+    assert listing["train_items"] == [data.items.relative(int(i)) for i in given.train]
+    loaded = load_run(whole)
+    assert loaded.checkpoint.record.given_split
+    assert np.array_equal(loaded.pipeline.data.split.valid, given.valid)
+    original = InterruptFlag.check
+
+    def press_once(self: InterruptFlag, state: Any) -> None:
+        if (state.position.epoch, state.position.batch) == (1, 2) and not getattr(self, "pressed", False):
+            self.pressed = True  # type: ignore[attr-defined]
+            self.requested = True
+        original(self, state)
+
+    monkeypatch.setattr(InterruptFlag, "check", press_once)
+    with pytest.raises(TrainingInterrupted):
+        train(_spec(), tmp_path / "run", quiet=True, split=given)
+    monkeypatch.setattr(InterruptFlag, "check", original)
+    spec, checkpoint = resume_run(tmp_path / "run", None)
+    train(spec, tmp_path / "run", quiet=True, resume=checkpoint)  # the split comes back from split.json
+    assert _rows(tmp_path / "run") == _rows(whole)
