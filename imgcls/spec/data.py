@@ -253,6 +253,9 @@ class DataSpec(StrictModel):
     # presized dataset on the training device. auto picks resident when it fits, else stream.
     mode: Literal["auto", "stream", "cache", "resident"] = "auto"
     cache_dir: str | None = None
+    # random: a permutation per epoch; balanced: each epoch draws as many items as the training set has, with
+    # replacement, every class equally likely (single-label targets).
+    sampler: Literal["random", "balanced"] = "random"
 
     @field_validator("blocks")
     @classmethod

@@ -93,6 +93,8 @@ class RunRecord(_Record):
     scaler: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)  # the epoch row this checkpoint was written after
     optimizer: OptimizerRecord | None = None
+    # The loss's class_weights (or multi-label pos_weight), resolved: evaluation computes the same valid_loss.
+    loss_weights: list[float] | None = None
 
     def stamped(self) -> RunRecord:
         return self.model_copy(update={"written": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -18,7 +18,7 @@ from imgcls.data.datablock import DataBundle
 from imgcls.data.dataset import BadItem
 from imgcls.data.demo import imgcls_home
 from imgcls.data.images import oriented_size
-from imgcls.data.loaders import Collate, EpochBatchSampler, default_workers, make_loader
+from imgcls.data.loaders import BalancedBatchSampler, Collate, EpochBatchSampler, default_workers, make_loader
 from imgcls.data.resident import ResidentData, available_bytes, load_resident
 from imgcls.errors import DataError
 from imgcls.spec.schema import Spec
@@ -86,7 +86,7 @@ class DataSource:
         random_items = train if random_items is None else random_items
         seed = spec.seed + seed_offset
         n_items = len(data.split.train if train else data.split.valid)
-        sampler = EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
+        sampler = self.sampler(n_items, bs, train)
         options = BatchOptions(augment_train, seed, runtime.channels_last, data.target.spatial)
         if self.mode == "resident":
             return ResidentLoader(self.resident(train), sampler, augment, options)
@@ -94,6 +94,16 @@ class DataSource:
         dataset = data.dataset(train, seed, randomized=random_items, cache=cache)
         loader = make_loader(dataset, sampler, worker_count(spec, runtime), runtime.device.type == "cuda")
         return DeviceLoader(loader, sampler, augment, runtime.device, options, spec.data.on_bad_image)
+
+    def sampler(self, n_items: int, bs: int, train: bool) -> EpochBatchSampler:
+        """Which items each batch holds: a per-epoch permutation, or with data.sampler: balanced (training only)
+        a draw in which every class is equally likely (the target block weighs the items)."""
+        spec, runtime = self.spec, self.runtime
+        if train and spec.data.sampler == "balanced":
+            values = self.data.targets.values[self.data.split.train]
+            weights = self.data.target.balancing_weights(values)
+            return BalancedBatchSampler(weights, bs, spec.seed, runtime.rank, runtime.world)
+        return EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
 
     def pictures(self, items: Sequence[int]) -> torch.Tensor:
         """Validation items (item indices) after the item transform's validation form, as one uint8 (N, 3, H, W)
