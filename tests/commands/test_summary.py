@@ -1,6 +1,10 @@
-"""`imgcls summary` names the training-only policy and random erasing when the spec sets them."""
+"""`imgcls summary` names the training-only policy and random erasing when the spec sets them, and warns about
+imbalanced classes."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import tiny_spec
@@ -32,3 +36,25 @@ def test_policy_and_erasing_get_one_line_each(capsys: pytest.CaptureFixture[str]
     # in pipeline order: the policy right after the resample, erasing after normalization
     normalize = next(i for i, line in enumerate(lines) if line.strip().startswith("normalize"))
     assert lines.index(policy[0]) < normalize < lines.index(erasing[0])
+
+
+def test_imbalanced_classes_get_a_warning_with_the_counts(
+    image_folder: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = image_folder({"big": 13, "mid": 6, "small": 4})  # training counts 13, 6, 4: 3.25x
+    spec = spec_from_dict(tiny_spec(str(root), data__bs=2, data__sampler="balanced"))
+    assert summarize(spec, Console(quiet=True)) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: class imbalance: the largest training class 'big' has 13 items, 3.2x the 4 of the smallest, "
+        "'small' (more than 3x); consider train.loss.class_weights: auto or data.sampler: balanced"
+    ) in " ".join(out.split())
+    assert "sampler           balanced: each training class drawn with probability 1/3" in out
+
+
+def test_no_imbalance_warning_at_3x_or_less(
+    image_folder: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = spec_from_dict(tiny_spec(str(image_folder({"big": 12, "small": 4})), data__bs=2))
+    assert summarize(spec, Console(quiet=True)) == 0
+    assert "class imbalance" not in capsys.readouterr().out
