@@ -1,13 +1,14 @@
 """Class imbalance: minority-class recall and macro F1 with and without the corrections, on the demo shapes with one
 class cut to 10% of the others in training.
 
-    PYTHONPATH=. python benchmarks/imbalance.py [--scale 1.0] [--minority ring] [--keep 0.1] [--epochs 8]
-        [--seeds 0 1 2] [--variants none class_weights balanced focal] [--work DIR]
+    PYTHONPATH=. python benchmarks/imbalance.py [--scale 1.0] [--minority ring] [--keep 0.1] [--epochs 20]
+        [--size 64] [--item-size 96] [--seeds 0 1 2] [--variants none class_weights balanced focal] [--work DIR]
 
 The demo folder layout (demo:folder at --scale: 240 training and 60 validation images per class at 1.0, generated
 under $IMGCLS_HOME if missing) is listed in a CSV in which the --minority class keeps --keep of its training images
 (the first ones by name) and every other class all of them. Validation stays balanced, so the minority's recall is
-measured on as many images as any other class's. Each variant trains configs/demo.yaml for --epochs with one change:
+measured on as many images as any other class's. Each variant trains configs/demo.yaml (20 epochs at 64 px from
+96 px crops, unless --epochs, --size and --item-size say otherwise) with one change:
 
     none           as configs/demo.yaml is
     class_weights  train.loss.class_weights: auto       (N / (C * n_c): the minority weighs 10x any other class)
@@ -17,7 +18,8 @@ measured on as many images as any other class's. Each variant trains configs/dem
 once per seed (the spec's seed: weight initialisation, data order, augmentation). The last epoch's weights are
 evaluated on the validation set: the minority's recall and precision, macro F1, balanced accuracy and accuracy,
 printed per run and as mean and sample standard deviation over the seeds (a markdown table for BENCHMARKS.md), and
-written to WORK/results.csv. A measurement of accuracy, not a timing. Toy check: --scale 0.05 --epochs 1 --seeds 0.
+written to WORK/results.csv. A measurement of accuracy, not a timing. Toy check: --scale 0.05 --epochs 1
+--seeds 0.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main() -> None:
+    from imgcls.report.console import Console
     from imgcls.spec.load import load_spec
     from imgcls.train.run import train
 
@@ -96,7 +99,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="demo size (1.0: 300 images per class)")
     parser.add_argument("--minority", choices=CLASSES, default="ring", help="the class cut down in training")
     parser.add_argument("--keep", type=float, default=0.1, help="share of the minority's training images kept")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of the demo recipe")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of the demo recipe")
+    parser.add_argument("--size", type=int, default=64, help="augment.size")
+    parser.add_argument("--item-size", type=int, default=96, help="the item transform's crop")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--work", type=Path, default=None, help="folder for the CSV and the runs (default: temp)")
@@ -105,20 +110,24 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     root = ensure_demo("folder", scale=args.scale)
     counts = imbalanced_csv(root, args.minority, args.keep, work / "labels.csv")
-    print(f"training counts: {counts}; validation balanced; {args.epochs} epoch(s); seeds {args.seeds}")
+    print(
+        f"training counts: {counts}; validation balanced; {args.epochs} epoch(s) at {args.size} px; seeds {args.seeds}"
+    )
     common = [
         f"data.path={'demo:folder' if args.scale == 1.0 else f'demo:folder@{args.scale:g}'}",
         f"data.items={{kind: csv, csv: {work / 'labels.csv'}, path_col: fname}}",
         "data.labels={kind: column, column: label}",
         "data.split={kind: column, column: is_valid}",
         f"train.stages.0.epochs={args.epochs}",
+        f"augment.size={args.size}",
+        f"data.item_tfm={{kind: resize, size: {args.item_size}, method: crop}}",
         "train.metrics=[accuracy, f1_macro, balanced_accuracy]",
     ]
     results: list[dict[str, Any]] = []
     for variant in args.variants:
         for seed in args.seeds:
             spec = load_spec(CONFIG, [*common, *VARIANTS[variant], f"seed={seed}"])
-            run = train(spec, work / f"{variant}-seed{seed}", quiet=True)
+            run = train(spec, work / f"{variant}-seed{seed}", console=Console(True, enabled=False))
             scores = evaluate_run(run, args.minority)
             results.append({"variant": variant, "seed": seed, **scores})
             print(f"{variant:<14} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)

@@ -58,3 +58,14 @@ def test_no_imbalance_warning_at_3x_or_less(
     spec = spec_from_dict(tiny_spec(str(image_folder({"big": 12, "small": 4})), data__bs=2))
     assert summarize(spec, Console(quiet=True)) == 0
     assert "class imbalance" not in capsys.readouterr().out
+
+
+def test_the_imbalanced_recipe_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    from imgcls.spec import load_spec
+
+    config = Path(__file__).parents[2] / "configs" / "demo_imbalanced.yaml"
+    spec = load_spec(config, ["data.path=demo:imbalanced@0.1", "data.num_workers=0"])
+    assert summarize(spec, Console(quiet=True)) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "counts (train/valid) circle 24/6, cross 24/6, ring 2/6, square 24/6, triangle 24/6" in out
+    assert "the largest training class 'circle' has 24 items, 12.0x the 2 of the smallest, 'ring'" in out
