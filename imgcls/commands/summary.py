@@ -206,6 +206,10 @@ def summarize(spec: Spec, console: Console, bs: int = 4, check: bool = False, st
     return len(bad)
 
 
+# `summary` warns when the largest training class has more than this many times the items of the smallest.
+IMBALANCE_RATIO = 3.0
+
+
 def _print_targets(console: Console, data: DataBundle) -> None:
     target = data.target
     if target.vocab:
@@ -219,5 +223,31 @@ def _print_targets(console: Console, data: DataBundle) -> None:
                 f"{listed} differ only in case: the vocab compares labels exactly, so they are "
                 f"{len(names)} classes; add data.labels.transforms: [lower] to make them one"
             )
+        warning = imbalance_warning(data)
+        if warning is not None:
+            console.warn(warning)
+        if data.spec.sampler == "balanced":
+            console.info(f"sampler           balanced: each training class drawn with probability 1/{target.n_out}")
     else:
         console.info(f"targets           {target.describe()}")
+
+
+def imbalance_warning(data: DataBundle) -> str | None:
+    """A warning when the largest training class (or label) has more than IMBALANCE_RATIO x the items of the
+    smallest, with both counts and the spec keys that correct for it; None otherwise."""
+    train = data.class_counts(True)
+    if len(train) < 2:
+        return None
+    largest, smallest = max(train, key=lambda n: train[n]), min(train, key=lambda n: train[n])
+    ratio = train[largest] / max(train[smallest], 1)
+    if ratio <= IMBALANCE_RATIO:
+        return None
+    target = data.target
+    remedies = [f"train.loss.{target.weight_option}: auto"] if target.weight_option else []
+    if target.can_balance:
+        remedies.append("data.sampler: balanced")
+    remedy = f"; consider {' or '.join(remedies)}" if remedies else ""
+    return (
+        f"class imbalance: the largest training class '{largest}' has {train[largest]} items, {ratio:.1f}x the "
+        f"{train[smallest]} of the smallest, '{smallest}' (more than {IMBALANCE_RATIO:g}x){remedy}"
+    )

@@ -5,6 +5,8 @@ and one or more coloured shapes. Layouts (`data.path: demo:<layout>`):
 
 - folder:     folder/{train,valid}/<class>/<n>.jpg        (parent-folder labels, grandparent split)
               (5 classes x 300 images; every 5th is validation)
+- imbalanced: the folder layout with 'ring' cut to 10% of the others in training (24 of 240; validation
+              stays balanced, 60 per class)
 - names:      names/images/<class>_<n>.jpg                 (regex labels, random split; like Oxford pets)
 - csv:        csv/images/<n>.jpg + labels.csv              (fname,label,is_valid)
 - multilabel: multilabel/images/<n>.jpg + labels.csv       (fname,labels,is_valid; 1-4 of 4 shapes, 800 images)
@@ -128,14 +130,22 @@ def _count(full: int, scale: float) -> int:
     return max(5, round(full * scale))
 
 
-def _class_images(root: Path, scale: float, place: Callable[[str, int, bool], Path]) -> list[tuple[Path, str, bool]]:
-    """Render _PER_CLASS * scale images per class; every 5th is validation. Returns (file, label, is_valid)."""
+def _class_images(
+    root: Path,
+    scale: float,
+    place: Callable[[str, int, bool], Path],
+    keep: Callable[[str, int, bool], bool] | None = None,
+) -> list[tuple[Path, str, bool]]:
+    """Render _PER_CLASS * scale images per class (those `keep` accepts); every 5th is validation. Returns
+    (file, label, is_valid)."""
     written = []
     for class_index, label in enumerate(CLASSES):
         for number in range(_count(_PER_CLASS, scale)):
+            is_valid = number % 5 == 0
+            if keep is not None and not keep(label, number, is_valid):
+                continue
             rng = np.random.default_rng([_SEED, class_index, number])
             image, _ = render(rng, [label])
-            is_valid = number % 5 == 0
             file = root / place(label, number, is_valid)
             file.parent.mkdir(parents=True, exist_ok=True)
             image.save(file, quality=90)
@@ -145,6 +155,20 @@ def _class_images(root: Path, scale: float, place: Callable[[str, int, bool], Pa
 
 def _folder(root: Path, scale: float) -> None:
     _class_images(root, scale, lambda label, n, valid: Path("valid" if valid else "train") / label / f"{n:03d}.jpg")
+
+
+MINORITY = "ring"
+
+
+def _imbalanced(root: Path, scale: float) -> None:
+    # The first tenth of the numbers holds a tenth of the training items (4 in every 5 numbers train).
+    cutoff = 0.1 * _count(_PER_CLASS, scale)
+    _class_images(
+        root,
+        scale,
+        lambda label, n, valid: Path("valid" if valid else "train") / label / f"{n:03d}.jpg",
+        keep=lambda label, n, valid: valid or label != MINORITY or n < cutoff,
+    )
 
 
 def _names(root: Path, scale: float) -> None:
@@ -220,6 +244,7 @@ def make_odd_images(root: Path, scale: float = 1.0) -> dict[str, Path]:
 
 LAYOUTS: dict[str, Callable[[Path, float], object]] = {
     "folder": _folder,
+    "imbalanced": _imbalanced,
     "names": _names,
     "csv": _csv,
     "multilabel": _multilabel,

@@ -134,6 +134,27 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.full_length() - self.start_batch
 
 
+class BalancedBatchSampler(EpochBatchSampler):
+    """Training batches drawn with replacement, item i with probability weights[i] / sum(weights).
+
+    Each epoch draws as many positions as there are items, from a generator seeded by (seed, epoch), and deals
+    them to the ranks like the permutation: the same on every rank, so the ranks' shards are disjoint slices of
+    one draw, and a resumed epoch (start_batch) continues it.
+    """
+
+    def __init__(self, weights: np.ndarray, bs: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        super().__init__(len(weights), bs, True, seed, rank, world)
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(weights) == 0 or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise DataError("the balanced sampler needs finite, non-negative item weights that are not all 0")
+        self.p = weights / weights.sum()
+
+    def positions(self) -> np.ndarray:
+        drawn = np.random.default_rng([self.seed, 2, self.epoch]).choice(self.n_items, size=self.n_items, p=self.p)
+        usable = len(drawn) - len(drawn) % self.world
+        return drawn[:usable][self.rank :: self.world]
+
+
 class FixedBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches given as lists of positions, in order (files to predict, grouped so that each batch collates)."""
 

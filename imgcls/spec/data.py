@@ -314,6 +314,9 @@ class DataSpec(StrictModel):
     # (nvjpeg on CUDA) and each window cut and resized there. Files that are not plain RGB JPEGs take the pil
     # path in their worker. Applies to data.mode stream (a resident dataset is presized once with PIL).
     decode: Literal["pil", "device"] = "pil"
+    # random: a permutation per epoch; balanced: each epoch draws as many items as the training set has, with
+    # replacement, every class equally likely (single-label targets).
+    sampler: Literal["random", "balanced"] = "random"
 
     @field_validator("blocks")
     @classmethod

@@ -6,9 +6,9 @@ from pydantic import Field, field_validator, model_validator
 
 from imgcls.spec.base import StrictModel
 from imgcls.spec.data import AugmentSpec, DataSpec
-from imgcls.spec.train import Callback, ModelSpec, RuntimeSpec, TrainSpec
+from imgcls.spec.train import Callback, EMASpec, LossSpec, ModelSpec, RuntimeSpec, TrainSpec
 from imgcls.spec.tune import TuneSpec
-from imgcls.targets import TARGETS
+from imgcls.targets import TARGETS, Target
 
 
 class Spec(StrictModel):
@@ -43,13 +43,14 @@ class Spec(StrictModel):
             if metric.name not in block.metrics:
                 valid = ", ".join(sorted(block.metrics))
                 raise ValueError(f"metric '{metric.name}' does not apply to {target} targets; use {valid}")
-        if self.train.loss.name not in ("auto", *block.losses):
-            valid = ", ".join(sorted(("auto", *block.losses)))
-            raise ValueError(f"loss '{self.train.loss.name}' does not apply to {target} targets; use {valid}")
-        names = [cb.name for cb in self.callbacks]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ValueError(f"callbacks listed twice: {', '.join(duplicated)}")
+        problem = _loss_problem(self.train.loss, block, target) or _callback_problem(self.callbacks)
+        if problem:
+            raise ValueError(problem)
+        if self.data.sampler == "balanced" and not block.can_balance:
+            raise ValueError(
+                f"data.sampler: balanced draws the classes of single-label (category) targets equally often; "
+                f"{target} targets cannot be balanced that way (use data.sampler: random)"
+            )
         return self
 
     @property
@@ -58,3 +59,32 @@ class Spec(StrictModel):
         if self.augment.size is not None:
             return self.augment.size
         return self.data.item_tfm.size if self.data.item_tfm is not None else None
+
+
+def _loss_problem(loss: LossSpec, block: type[Target], target: str) -> str | None:
+    """Why `loss` does not fit the target kind (its name or an option it does not take), or None."""
+    if loss.name not in ("auto", *block.losses):
+        valid = ", ".join(sorted(("auto", *block.losses)))
+        return f"loss '{loss.name}' does not apply to {target} targets; use {valid}"
+    for option in ("class_weights", "pos_weight", "alpha"):
+        if getattr(loss, option) is not None and option not in block.loss_options:
+            takes = f"their losses take {', '.join(block.loss_options)}" if block.loss_options else "no weights"
+            return f"train.loss.{option} does not apply to {target} targets; {takes}"
+    return None
+
+
+def _callback_problem(callbacks: list[Callback]) -> str | None:
+    """Callbacks listed twice, or a monitor of ema_ columns that no ema callback writes."""
+    names = [cb.name for cb in callbacks]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        return f"callbacks listed twice: {', '.join(duplicated)}"
+    both = any(isinstance(cb, EMASpec) and cb.validate == "both" for cb in callbacks)
+    for cb in callbacks:
+        monitor = getattr(cb, "monitor", "")
+        if monitor.startswith("ema_") and not both:
+            return (
+                f"callback {cb.name} monitors '{monitor}', a column that only {{name: ema, validate: both}} "
+                "writes; add it, or monitor the plain column (with validate: ema it holds the averaged weights')"
+            )
+    return None

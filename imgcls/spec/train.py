@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -118,15 +119,36 @@ Stage = Annotated[FitOneCycleStage | FineTuneStage | FitStage, Field(discriminat
 # --- losses and metrics -----------------------------------------------------------------------------------
 
 
+LossWeights = Literal["auto"] | Annotated[list[PositiveFloat], Field(min_length=1)]
+
+
 class LossSpec(StrictModel):
     """auto picks from the target block: cross_entropy, bce_with_logits or mse."""
 
-    name: Literal["auto", "cross_entropy", "label_smoothing_cross_entropy", "bce_with_logits", "mse", "l1"] = "auto"
+    name: Literal["auto", "cross_entropy", "label_smoothing_cross_entropy", "bce_with_logits", "focal", "mse", "l1"] = (
+        "auto"
+    )
     eps: Probability = 0.1
+    # Single-label: one weight per class (vocab order); auto = N / (C * n_c) from the training counts.
+    class_weights: LossWeights | None = None
+    # Multi-label: weight of each label's positive term; auto = negatives / positives in the training set.
+    pos_weight: LossWeights | None = None
+    # focal: each term is scaled by (1 - p_t)^gamma; gamma 0 is the plain (weighted) loss.
+    gamma: NonNegativeFloat = 2.0
+    # focal, multi-label: alpha on the positive terms and 1 - alpha on the negative ones; unset = 1 and 1.
+    alpha: Probability | None = None
+
+    @model_validator(mode="after")
+    def _focal_only(self) -> LossSpec:
+        if self.alpha is not None and self.name != "focal":
+            raise ValueError(f"alpha weights the focal loss; the loss is '{self.name}' (set name: focal)")
+        return self
 
 
 class AccuracySpec(StrictModel):
-    name: Literal["accuracy", "error_rate"]
+    """accuracy, error_rate, or balanced_accuracy (the mean recall over the classes present)."""
+
+    name: Literal["accuracy", "error_rate", "balanced_accuracy"]
 
 
 class TopKSpec(StrictModel):
@@ -229,6 +251,27 @@ class GradientClipSpec(StrictModel):
     norm_type: PositiveFloat = 2.0
 
 
+with warnings.catch_warnings():
+    # `validate` is the spec's key; as a field it shadows pydantic's deprecated BaseModel.validate classmethod,
+    # which imgcls never calls, and pydantic warns about that once, when the class is made.
+    warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
+
+    class EMASpec(StrictModel):
+        """An exponential moving average of the weights (timm's ModelEmaV3): after every `every`-th optimizer step,
+        ema = d * ema + (1 - d) * weights, and buffers (batch-norm statistics) are copied. The first update copies
+        the weights (d = 0); then d = decay, or with warmup d = min(decay, 1 - k^-warmup_power) at the k-th update."""
+
+        name: Literal["ema"]
+        decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9998
+        warmup: bool = False
+        # timm's default 2/3; 1 makes the warm-up average every update so far equally.
+        warmup_power: PositiveFloat = 2 / 3
+        every: PositiveInt = 1
+        # ema: metrics, best/last and export use the averaged weights; model: the trained ones; both: the trained
+        # ones, with the averaged weights' columns added as ema_valid_loss, ema_<metric>.
+        validate: Literal["ema", "model", "both"] = "ema"  # type: ignore[assignment]  # see the filter above
+
+
 class TensorBoardSpec(StrictModel):
     name: Literal["tensorboard"]
     # Relative to the run folder.
@@ -274,6 +317,7 @@ Callback = Annotated[
         | EarlyStoppingSpec
         | GradientAccumulationSpec
         | GradientClipSpec
+        | EMASpec
         | TensorBoardSpec
         | MlflowSpec
         | WandbSpec,

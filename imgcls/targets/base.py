@@ -140,6 +140,13 @@ class Target(ABC):
     per_label_thresholds: ClassVar[bool] = False
     # How `fit_calibration` maps raw outputs (imgcls.targets.calibration.Method); None: not applicable.
     calibration_method: ClassVar[str | None] = None
+    # train.loss keys this kind's losses accept besides name, eps and gamma (class_weights, pos_weight, alpha).
+    loss_options: ClassVar[tuple[str, ...]] = ()
+    # The train.loss key that holds this kind's loss weights, one per output, if it has any; and its rule.
+    weight_option: ClassVar[str | None] = None
+    weight_rule: ClassVar[str] = ""
+    # data.sampler: balanced can draw this kind's classes equally often.
+    can_balance: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -199,6 +206,18 @@ class Target(ABC):
     def soft_targets(self, targets: torch.Tensor) -> torch.Tensor:
         """Targets as floats that can be blended (MixUp, CutMix); class indices become one-hot rows."""
         return targets.float()
+
+    def loss_weights(self, values: np.ndarray) -> np.ndarray:
+        """`weight_option: auto`: one loss weight per output from the encoded training `values` (weight_rule)."""
+        raise ImgclsError(f"{self.kind} targets have no loss weights", hint="remove class_weights / pos_weight")
+
+    def balancing_weights(self, values: np.ndarray) -> np.ndarray:
+        """Per item of the encoded training `values`: its relative chance of being drawn by data.sampler:
+        balanced, so that every class is drawn equally often."""
+        raise ImgclsError(
+            f"data.sampler: balanced needs single-label classes; this run predicts {self.kind} targets",
+            hint="use data.sampler: random",
+        )
 
     # --- evaluation --------------------------------------------------------------------------------------
 

@@ -76,13 +76,18 @@ class Category(VocabTarget):
 
     kind = "category"
     default_loss = "cross_entropy"
-    losses = ("cross_entropy", "label_smoothing_cross_entropy")
-    metrics = ("accuracy", "error_rate", "top_k_accuracy", "f1_macro")
+    losses = ("cross_entropy", "label_smoothing_cross_entropy", "focal")
+    metrics = ("accuracy", "error_rate", "balanced_accuracy", "top_k_accuracy", "f1_macro")
     activation_name = "softmax"
     # One temperature for all classes (Guo et al. 2017): it rescales every logit alike, so the predicted class
     # and the ranking of the classes never change; only how sure the probabilities are.
     calibration_method = "temperature"
     reliability_text = "top probability"
+    loss_options = ("class_weights",)
+    weight_option = "class_weights"
+    # sklearn's class_weight='balanced': the weights average 1 over the training items.
+    weight_rule = "N / (C * n_c): N training items, C classes, n_c training items of class c"
+    can_balance = True
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -105,6 +110,18 @@ class Category(VocabTarget):
     def class_counts(self, values: np.ndarray) -> dict[str, int]:
         counts = Counter(int(v) for v in values)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
+
+    def _counts(self, values: np.ndarray) -> np.ndarray:
+        # The vocab comes from the training labels, so no class has 0 items there; the floor only guards.
+        return np.maximum(np.bincount(values.astype(np.int64), minlength=self.n_out), 1).astype(np.float64)
+
+    def loss_weights(self, values: np.ndarray) -> np.ndarray:
+        weights: np.ndarray = len(values) / (self.n_out * self._counts(values))
+        return weights
+
+    def balancing_weights(self, values: np.ndarray) -> np.ndarray:
+        weights: np.ndarray = 1.0 / self._counts(values)[values.astype(np.int64)]
+        return weights
 
     def describe(self) -> str:
         return f"{self.n_out} classes: {', '.join(self.classes)}"

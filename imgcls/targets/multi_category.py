@@ -96,7 +96,7 @@ class MultiCategory(VocabTarget):
 
     kind = "multi_category"
     default_loss = "bce_with_logits"
-    losses = ("bce_with_logits",)
+    losses = ("bce_with_logits", "focal")
     metrics = ("accuracy_multi", "f1_macro")
     activation_name = "sigmoid"
     per_label_thresholds = True
@@ -105,6 +105,10 @@ class MultiCategory(VocabTarget):
     # cannot correct a shift; b can. a > 0 keeps each label's ranking of the items.
     calibration_method = "platt"
     reliability_text = "probability of each (item, label)"
+    loss_options = ("pos_weight", "alpha")
+    weight_option = "pos_weight"
+    # torch's BCEWithLogitsLoss(pos_weight=...) doc: negatives over positives balances each label's two terms.
+    weight_rule = "(N - n_c) / n_c: N training items, n_c with label c (numerator at least 1)"
 
     @classmethod
     def encode(cls, labels: list[Any], train: np.ndarray, valid: np.ndarray) -> EncodedTargets:
@@ -129,6 +133,13 @@ class MultiCategory(VocabTarget):
     def class_counts(self, values: np.ndarray) -> dict[str, int]:
         sums = values.sum(axis=0) if len(values) else np.zeros(self.n_out)
         return {name: int(sums[i]) for i, name in enumerate(self.classes)}
+
+    def loss_weights(self, values: np.ndarray) -> np.ndarray:
+        positives = np.maximum(values.sum(axis=0).astype(np.float64), 1.0)
+        # A label on every training item would get weight 0 and never learn its positives: keep it at 1 / n_c.
+        negatives = np.maximum(len(values) - positives, 1.0)
+        weights: np.ndarray = negatives / positives
+        return weights
 
     def describe(self) -> str:
         return f"{self.n_out} labels (any number per image): {', '.join(self.classes)}"

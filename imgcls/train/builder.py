@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from imgcls.augment.loader import BatchSource
 from imgcls.augment.pipeline import IMAGENET, BatchAugment, Normalizer
 from imgcls.data.datablock import DataBundle, build_data
-from imgcls.errors import DataError
+from imgcls.errors import DataError, SpecError
 from imgcls.models.factory import ARCHITECTURES, check_outputs, create_model
 from imgcls.spec.data import AugmentSpec, NormStats
 from imgcls.spec.schema import Spec
@@ -358,8 +358,43 @@ class Pipeline:
     # --- model, loss, metrics -------------------------------------------------------------------------------
 
     @cached_property
+    def loss_weights(self) -> list[float] | None:
+        """The loss's weights, one per output (the target's weight_option: class_weights, or pos_weight): the
+        run's, else the spec's list, else (auto) the target's rule on the training counts."""
+        if self.record is not None and self.record.loss_weights is not None:
+            return list(self.record.loss_weights)
+        option = self.target.weight_option
+        chosen = getattr(self.spec.train.loss, option) if option is not None else None
+        if chosen is None:
+            return None
+        if chosen == "auto":
+            values = self.data.targets.values[self.data.split.train]
+            return [float(w) for w in self.target.loss_weights(values)]
+        if len(chosen) != self.target.n_out:
+            raise SpecError(
+                f"train.loss.{option} has {len(chosen)} weight(s), but the model has {self.target.n_out} outputs "
+                f"({', '.join(self.target.vocab)})",
+                hint="give one weight per class, in that (vocab) order, or write auto",
+            )
+        return [float(w) for w in chosen]
+
+    def loss_weights_report(self) -> dict[str, Any] | None:
+        """What `<weight_option>.json` in the run folder holds: the option, its rule, the training counts and the
+        weights by class (None when the loss has no weights)."""
+        weights, option = self.loss_weights, self.target.weight_option
+        if weights is None or option is None:
+            return None
+        chosen = getattr(self.spec.train.loss, option)
+        return {
+            "option": option,
+            "rule": f"auto: {self.target.weight_rule}" if chosen == "auto" else "as the spec lists them",
+            "train_counts": self.data.class_counts(True),
+            "weights": dict(zip(self.target.vocab, weights, strict=True)),
+        }
+
+    @cached_property
     def loss(self) -> Loss:
-        return build_loss(self.spec.train.loss, self.target)
+        return build_loss(self.spec.train.loss, self.target, self.loss_weights)
 
     @property
     def metrics(self) -> list[Metric]:

@@ -1,6 +1,11 @@
 """Checkpoints: one safetensors file holding weights, optimizer state and RNG states, with everything else
 (spec, vocab, normalization, loop position, callback states: the RunRecord) as JSON in its header.
 
+Tensors by prefix: `model.` the weights that evaluation, predict and export use; `raw.` the weights training
+continues from, only where they are not the `model.` ones (EMA with validate: ema puts the averaged weights
+under `model.`); `optim.` the optimizer's; `rng.` the generators'; `cb.<callback>.` what a callback keeps
+(`Callback.tensors()`, e.g. the EMA's averaged weights), handed back by `Callback.load_tensors()` on resume.
+
 Loading never unpickles anything. Writing goes to a temporary file that is fsynced and then renamed over
 the old checkpoint, so a kill at any moment leaves either the old or the new file, never a torn one.
 """
@@ -8,7 +13,7 @@ the old checkpoint, so a kill at any moment leaves either the old or the new fil
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +73,17 @@ def write_checkpoint(
     record: RunRecord,
     optimizer: torch.optim.Optimizer | None = None,
     with_rng: bool = True,
+    *,
+    raw: nn.Module | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Atomically write `path` (weights, optimizer, RNG states as tensors; the record as JSON)."""
+    """Atomically write `path` (weights, optimizer, RNG states as tensors; the record as JSON). `raw`: the
+    training model when `model` is another one (stored as `raw.`); `extra`: callback tensors, stored under
+    `cb.` with their keys (`<callback>.<name>`)."""
     tensors = {f"model.{k}": v for k, v in unwrap(model).state_dict().items()}
+    if raw is not None:
+        tensors.update({f"raw.{k}": v for k, v in unwrap(raw).state_dict().items()})
+    tensors.update({f"cb.{k}": v for k, v in (extra or {}).items()})
     record = record.stamped()
     if optimizer is not None:
         optim_tensors, optim_record = _optimizer_tensors(optimizer)
@@ -97,6 +110,13 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_tensors: dict[str, torch.Tensor]
     rng: dict[str, torch.Tensor]
+    raw_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    callback_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The weights training resumes from: `raw.` where the checkpoint has them, else the model's."""
+        return self.raw_state or self.model_state
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer's state_dict as torch expects it, or None if none was saved."""
@@ -134,4 +154,6 @@ def read_checkpoint(path: Path) -> Checkpoint:
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
-    return Checkpoint(path, record, model_state, optimizer, rng)
+    raw = {k.removeprefix("raw."): v for k, v in tensors.items() if k.startswith("raw.")}
+    extra = {k.removeprefix("cb."): v for k, v in tensors.items() if k.startswith("cb.")}
+    return Checkpoint(path, record, model_state, optimizer, rng, raw, extra)

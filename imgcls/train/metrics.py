@@ -32,6 +32,18 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return float((outputs.argmax(dim=-1) == targets).float().mean())
 
 
+def balanced_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The mean recall over the classes that have validation items (sklearn's balanced_accuracy_score)."""
+    n_classes = outputs.shape[-1]
+    actual = targets.long()
+    support = torch.bincount(actual, minlength=n_classes)
+    right = torch.bincount(actual[outputs.argmax(dim=-1) == actual], minlength=n_classes)
+    present = support > 0
+    if not bool(present.any()):
+        return float("nan")
+    return float((right[present].double() / support[present].double()).mean())
+
+
 def top_k_accuracy(outputs: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     k = min(k, outputs.shape[-1])
     top = outputs.topk(k, dim=-1).indices
@@ -90,9 +102,12 @@ def pixel_metric(size: tuple[int, int]) -> Metric:
 
 def build_metric(spec: MetricSpec) -> Metric:
     if isinstance(spec, AccuracySpec):
-        if spec.name == "error_rate":
-            return Metric("error_rate", lambda o, t: 1.0 - accuracy(o, t), higher_is_better=False)
-        return Metric("accuracy", accuracy, higher_is_better=True)
+        plain = {
+            "accuracy": Metric("accuracy", accuracy, higher_is_better=True),
+            "error_rate": Metric("error_rate", lambda o, t: 1.0 - accuracy(o, t), higher_is_better=False),
+            "balanced_accuracy": Metric("balanced_accuracy", balanced_accuracy, higher_is_better=True),
+        }
+        return plain[spec.name]
     if isinstance(spec, TopKSpec):
         k = spec.k
         return Metric(f"top_{k}_accuracy", lambda o, t: top_k_accuracy(o, t, k), higher_is_better=True)

@@ -119,6 +119,8 @@ class RunRecord(_Record):
     # The split was given by the caller (imgcls audit --folds), not made by the spec's splitter: the run folder's
     # split.json lists its training and validation items.
     given_split: bool = False
+    # The loss's class_weights (or multi-label pos_weight), resolved: evaluation computes the same valid_loss.
+    loss_weights: list[float] | None = None
 
     def stamped(self) -> RunRecord:
         return self.model_copy(update={"written": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -42,8 +42,10 @@ from imgcls.train.state import Position, SmoothLoss, TrainState
 T = TypeVar("T")
 
 
-def metric_columns(metrics: list[Metric]) -> list[str]:
-    return ["stage", "phase", "epoch", "train_loss", "valid_loss", *[m.name for m in metrics], "lr", "seconds"]
+def metric_columns(metrics: list[Metric], prefixes: Sequence[str] = ("",)) -> list[str]:
+    """metrics.csv's header; each validated model's columns get its prefix (the EMA's: ema_valid_loss, ...)."""
+    scores = [f"{prefix}{name}" for prefix in prefixes for name in ("valid_loss", *[m.name for m in metrics])]
+    return ["stage", "phase", "epoch", "train_loss", *scores, "lr", "seconds"]
 
 
 def rank_zero_first(runtime: Runtime, step: Callable[[], T]) -> T:
@@ -112,6 +114,7 @@ class Trainer:
         self.position = Position()
         if resume is not None:
             self.callbacks.load_state_dict(resume.record.callbacks)
+            self.callbacks.load_tensors(resume.callback_tensors)
             self.position = Position(**resume.record.position.model_dump())
 
     def _leave_out_unreadable(self, data: DataBundle) -> list[SkippedRecord]:
@@ -143,7 +146,7 @@ class Trainer:
             from imgcls.models.factory import check_outputs
 
             check_outputs(model, self.pipeline.target.n_out, str(resume.path))
-            model.load_state_dict(resume.model_state)
+            model.load_state_dict(resume.training_state)
             # Nothing draws from the global generator between here and the next training batch, in the original
             # run as in this one (loaders and augmentation have their own generators), so restoring it here
             # gives the resumed run the dropout masks the original would have drawn.
@@ -173,14 +176,22 @@ class Trainer:
             scaler=self.scaler.state_dict() if self.scaler is not None else None,
             metrics=state.metrics,
             given_split=self.given_split,
+            loss_weights=self.pipeline.loss_weights,
         )
 
     def write(self, kind: str, state: TrainState) -> None:
-        """Write checkpoints/<kind>.safetensors (rank 0 only); `last` includes the optimizer state."""
+        """Write checkpoints/<kind>.safetensors (rank 0 only); `last` includes the optimizer state and the
+        callbacks' tensors. Where a callback offers the weights to keep (the EMA's), `last` keeps the trained
+        ones as well, to resume from."""
         if self.runtime.is_main:
-            optimizer = state.optimizer if kind == "last" else None
+            last = kind == "last"
+            optimizer = state.optimizer if last else None
             path = self.run_dir / "checkpoints" / f"{kind}.safetensors"
-            write_checkpoint(path, self.model, self.record(kind, state), optimizer)
+            offered = self.callbacks.checkpoint_model(kind)
+            raw = self.model if offered is not None and last else None
+            extra = self.callbacks.tensors() if last else None
+            record = self.record(kind, state)
+            write_checkpoint(path, offered or self.model, record, optimizer, raw=raw, extra=extra)
 
     @property
     def data_record(self) -> DataRecord | None:
@@ -211,6 +222,9 @@ class Trainer:
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
         split = split_listing(data.items, data.split, self.given_split, list(data.target.vocab))
         (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+        weights = self.pipeline.loss_weights_report()
+        if weights is not None:  # class_weights.json or pos_weight.json
+            (folder / f"{weights['option']}.json").write_text(json.dumps(weights, indent=1) + "\n")
         metrics_file = folder / "metrics.csv"
         if self._pending is not None and metrics_file.exists():
             done = self.position.epochs_done
@@ -247,7 +261,7 @@ class Trainer:
         return describe
 
     def _core_callbacks(self, loaders: StageLoaders, n_phases: int) -> list[Callback]:
-        columns = metric_columns(self.pipeline.metrics_at(loaders.size))
+        columns = metric_columns(self.pipeline.metrics_at(loaders.size), list(self._validated()))
         cbs: list[Callback] = [SaveLast(self.write, 60.0 * self.spec.runtime.checkpoint_every)]
         if self.runtime.is_main:
             cbs.append(CSVLogger(self.run_dir / "metrics.csv", columns))
@@ -255,16 +269,26 @@ class Trainer:
         cbs.append(ProgressDisplay(self.console, columns, self.spec.runtime.log_every, describe))
         return cbs
 
+    def _validated(self) -> dict[str, Callable[[], nn.Module]]:
+        """The models validation evaluates, by column prefix: the training model under '' unless a callback
+        takes those columns (the EMA's average with validate: ema)."""
+        return {"": lambda: self.model, **self.callbacks.validation_models()}
+
     def _validate(self, loaders: StageLoaders) -> Callable[[], dict[str, float]]:
         def validate() -> dict[str, float]:
-            # The plain model: each rank evaluates its own shard, and evaluate() gathers them.
-            if self.runtime.distributed:
-                # Batch-norm running statistics drift apart across ranks (each updates them from its own last
-                # batch); evaluate every shard with rank 0's, the ones the checkpoint keeps.
-                for buffer in self.model.buffers():
-                    dist.broadcast(buffer, src=0)
-            predictions = evaluate(self.model, loaders.valid, self.runtime)
-            return compute_metrics(predictions, self.pipeline.loss, self.pipeline.metrics_at(loaders.size))
+            row: dict[str, float] = {}
+            for prefix, validated in self._validated().items():
+                model = validated()
+                # Each rank evaluates its own shard, and evaluate() gathers them.
+                if self.runtime.distributed:
+                    # Batch-norm running statistics drift apart across ranks (each updates them from its own last
+                    # batch); evaluate every shard with rank 0's, the ones the checkpoint keeps.
+                    for buffer in model.buffers():
+                        dist.broadcast(buffer, src=0)
+                predictions = evaluate(model, loaders.valid, self.runtime)
+                scores = compute_metrics(predictions, self.pipeline.loss, self.pipeline.metrics_at(loaders.size))
+                row.update({f"{prefix}{key}": value for key, value in scores.items()})
+            return row
 
         return validate
 

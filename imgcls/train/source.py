@@ -20,7 +20,14 @@ from imgcls.data.dataset import BadItem
 from imgcls.data.demo import imgcls_home
 from imgcls.data.encoded import EncodedCollate, EncodedDataset
 from imgcls.data.images import oriented_size
-from imgcls.data.loaders import Collate, EpochBatchSampler, default_workers, make_loader, worker_loader
+from imgcls.data.loaders import (
+    BalancedBatchSampler,
+    Collate,
+    EpochBatchSampler,
+    default_workers,
+    make_loader,
+    worker_loader,
+)
 from imgcls.data.resident import ResidentData, available_bytes, load_resident
 from imgcls.errors import DataError
 from imgcls.report.console import Console
@@ -93,10 +100,8 @@ class DataSource:
         if self.mode == "resident":
             # Sampled over what was loaded: items that could not be read are not in the tensor.
             resident = self.resident(train)
-            sampler = EpochBatchSampler(len(resident), bs, train, spec.seed, runtime.rank, runtime.world)
-            return ResidentLoader(resident, sampler, augment, options)
-        n_items = len(data.split.train if train else data.split.valid)
-        sampler = EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
+            return ResidentLoader(resident, self.sampler(len(resident), bs, train), augment, options)
+        sampler = self.sampler(len(data.split.train if train else data.split.valid), bs, train)
         cache = self._cache(random_items)
         dataset = data.dataset(train, seed, randomized=random_items, cache=cache)
         if spec.data.decode == "device":
@@ -137,6 +142,16 @@ class DataSource:
         collate = EncodedCollate(dataset.paths)
         loader = worker_loader(dataset, sampler, workers, runtime.device.type == "cuda", collate)
         return DecodingLoader(loader, sampler, augment, runtime.device, options, self.spec.data.on_bad_image)
+
+    def sampler(self, n_items: int, bs: int, train: bool) -> EpochBatchSampler:
+        """Which items each batch holds: a per-epoch permutation, or with data.sampler: balanced (training only)
+        a draw in which every class is equally likely (the target block weighs the items)."""
+        spec, runtime = self.spec, self.runtime
+        if train and spec.data.sampler == "balanced":
+            values = self.data.targets.values[self.data.split.train]
+            weights = self.data.target.balancing_weights(values)
+            return BalancedBatchSampler(weights, bs, spec.seed, runtime.rank, runtime.world)
+        return EpochBatchSampler(n_items, bs, train, spec.seed, runtime.rank, runtime.world)
 
     def pictures(self, items: Sequence[int]) -> torch.Tensor:
         """Validation items (item indices) after the item transform's validation form, as one uint8 (N, 3, H, W)

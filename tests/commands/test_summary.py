@@ -1,4 +1,5 @@
-"""`imgcls summary` names the training-only policy and random erasing when the spec sets them."""
+"""`imgcls summary` names the training-only policy and random erasing when the spec sets them, and warns about
+imbalanced classes."""
 
 from __future__ import annotations
 
@@ -74,3 +75,36 @@ def test_labels_that_differ_only_in_case_are_flagged(
     assert run_cli("summary", str(write_spec({"data": data}))) == 0
     printed = capsys.readouterr().out
     assert "vocab             2: bag, coat" in printed and "differ only in case" not in printed
+
+
+def test_imbalanced_classes_get_a_warning_with_the_counts(
+    image_folder: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = image_folder({"big": 13, "mid": 6, "small": 4})  # training counts 13, 6, 4: 3.25x
+    spec = spec_from_dict(tiny_spec(str(root), data__bs=2, data__sampler="balanced"))
+    assert summarize(spec, Console(quiet=True)) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: class imbalance: the largest training class 'big' has 13 items, 3.2x the 4 of the smallest, "
+        "'small' (more than 3x); consider train.loss.class_weights: auto or data.sampler: balanced"
+    ) in " ".join(out.split())
+    assert "sampler           balanced: each training class drawn with probability 1/3" in out
+
+
+def test_no_imbalance_warning_at_3x_or_less(
+    image_folder: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = spec_from_dict(tiny_spec(str(image_folder({"big": 12, "small": 4})), data__bs=2))
+    assert summarize(spec, Console(quiet=True)) == 0
+    assert "class imbalance" not in capsys.readouterr().out
+
+
+def test_the_imbalanced_recipe_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    from imgcls.spec import load_spec
+
+    config = Path(__file__).parents[2] / "configs" / "demo_imbalanced.yaml"
+    spec = load_spec(config, ["data.path=demo:imbalanced@0.1", "data.num_workers=0"])
+    assert summarize(spec, Console(quiet=True)) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "counts (train/valid) circle 24/6, cross 24/6, ring 2/6, square 24/6, triangle 24/6" in out
+    assert "the largest training class 'circle' has 24 items, 12.0x the 2 of the smallest, 'ring'" in out

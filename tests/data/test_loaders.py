@@ -11,7 +11,7 @@ import torch
 from conftest import write_image
 
 from imgcls.data.datablock import build_data
-from imgcls.data.loaders import Collate, EpochBatchSampler, check_batch, make_loader
+from imgcls.data.loaders import BalancedBatchSampler, Collate, EpochBatchSampler, check_batch, make_loader
 from imgcls.errors import DataError
 from imgcls.spec import load_spec
 
@@ -46,6 +46,64 @@ def test_resume_mid_epoch_continues_the_same_order() -> None:
     sampler = EpochBatchSampler(20, 4, train=True, seed=5)
     sampler.set_epoch(0, start_batch=2)
     assert list(sampler) == full[2:] and len(sampler) == 3
+
+
+# An imbalanced training set: four classes of 200 items and one of 20 (10% of the others), in class order.
+IMBALANCED = np.repeat(np.arange(5), [200, 200, 200, 200, 20])
+
+
+def _balanced(seed: int = 3, rank: int = 0, world: int = 1, bs: int = 10) -> BalancedBatchSampler:
+    weights = 1.0 / np.bincount(IMBALANCED)[IMBALANCED]  # what Category.balancing_weights gives
+    return BalancedBatchSampler(weights, bs, seed, rank, world)
+
+
+def _drawn(sampler: BalancedBatchSampler) -> list[int]:
+    return [p for batch in sampler for p, _ in batch]
+
+
+def test_balanced_sampler_draws_every_class_equally_often() -> None:
+    sampler = _balanced()
+    counts = []
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        drawn = _drawn(sampler)
+        assert len(drawn) == 820  # an epoch draws as many items as the set has (82 batches of 10)
+        counts.append(np.bincount(IMBALANCED[drawn], minlength=5))
+    # One epoch: 820 draws at p = 1/5 per class, sd sqrt(820 * 0.2 * 0.8) = 11.5 around 164; within 4 sd.
+    assert (np.abs(counts[0] - 164) < 4 * 11.5).all(), counts[0]
+    # Ten epochs pooled: Pearson's chi-square against equal frequencies, under 18.47 (4 dof, p = 0.001).
+    total = np.sum(counts, axis=0)
+    chi2 = float((((total - total.mean()) ** 2) / total.mean()).sum())
+    assert chi2 < 18.47, (total, chi2)
+    # The permutation of the same set draws the small class 20 times in 820.
+    assert np.bincount(IMBALANCED[_drawn_plain()], minlength=5)[4] == 20
+
+
+def _drawn_plain() -> list[int]:
+    return [p for batch in EpochBatchSampler(820, 10, train=True, seed=3) for p, _ in batch]
+
+
+def test_balanced_sampler_is_deterministic_per_epoch_and_resumable() -> None:
+    first, again = _balanced(), _balanced()
+    assert _drawn(first) == _drawn(again)
+    again.set_epoch(1)
+    assert _drawn(again) != _drawn(first)
+    resumed = _balanced()
+    resumed.set_epoch(0, start_batch=30)
+    assert list(resumed) == list(_balanced())[30:] and len(resumed) == 52
+
+
+def test_balanced_sampler_deals_one_draw_to_disjoint_rank_shards() -> None:
+    whole = _drawn(_balanced(bs=5))
+    shards = [_drawn(_balanced(rank=r, world=2, bs=5)) for r in range(2)]
+    # Each rank gets every other position of the same 820 draws: disjoint slices that together are the draw.
+    assert shards[0] == whole[0::2] and shards[1] == whole[1::2]
+    assert len(shards[0]) == len(shards[1]) == 410
+
+
+def test_balanced_sampler_rejects_weights_that_cannot_be_drawn() -> None:
+    with pytest.raises(DataError, match="non-negative item weights"):
+        BalancedBatchSampler(np.zeros(4), 2, seed=0)
 
 
 def test_collate_names_two_different_sizes(tmp_path: Path) -> None:

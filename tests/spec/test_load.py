@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,57 @@ def test_metric_must_fit_the_target(tmp_path: Path) -> None:
     text = "data: {path: x, blocks: [image, point]}\ntrain: {stages: [{schedule: fit}], metrics: [accuracy]}\n"
     with pytest.raises(SpecError, match="does not apply to point targets"):
         load_spec(_write(tmp_path, text))
+
+
+IMBALANCE = """\
+data: {{path: x, blocks: [image, {target}], sampler: {sampler}}}
+train: {{stages: [{{schedule: fit}}], loss: {loss}}}
+callbacks: {callbacks}
+"""
+
+
+def _imbalance(
+    tmp_path: Path, target: str = "category", sampler: str = "random", loss: str = "auto", callbacks: str = "[]"
+) -> Path:
+    text = IMBALANCE.format(target=target, sampler=sampler, loss=loss, callbacks=callbacks)
+    return _write(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("target", "sampler", "loss", "callbacks", "message"),
+    [
+        ("category", "random", "{pos_weight: auto}", "[]", "train.loss.pos_weight does not apply to category targets"),
+        ("category", "random", "{name: focal, alpha: 0.25}", "[]", "alpha does not apply to category targets"),
+        ("multi_category", "random", "{class_weights: [1, 2]}", "[]", "class_weights does not apply to multi_cat"),
+        ("point", "random", "{class_weights: auto}", "[]", "point targets; no weights"),
+        ("category", "random", "{alpha: 0.25}", "[]", "alpha weights the focal loss; the loss is 'auto'"),
+        ("category", "random", "{class_weights: [1, -2]}", "[]", "greater than 0"),
+        ("multi_category", "balanced", "auto", "[]", "multi_category targets cannot be balanced"),
+        (
+            "category",
+            "random",
+            "auto",
+            "[{name: save_best, monitor: ema_accuracy}]",
+            "only {name: ema, validate: both}",
+        ),
+        ("category", "random", "auto", "[{name: ema, validate: sometimes}]", "'ema', 'model' or 'both'"),
+    ],
+)
+def test_imbalance_and_ema_keys_must_fit(
+    tmp_path: Path, target: str, sampler: str, loss: str, callbacks: str, message: str
+) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(_imbalance(tmp_path, target, sampler, loss, callbacks))
+
+
+def test_imbalance_and_ema_keys_load_and_round_trip(tmp_path: Path) -> None:
+    ema = "[{name: ema, decay: 0.999, warmup: true, validate: both}, {name: save_best, monitor: ema_accuracy}]"
+    spec = load_spec(_imbalance(tmp_path, "category", "balanced", "{name: focal, gamma: 1, class_weights: auto}", ema))
+    assert spec.data.sampler == "balanced" and spec.train.loss.class_weights == "auto"
+    assert spec.callbacks[0].name == "ema" and spec.callbacks[0].validate == "both"
+    assert load_spec(_write(tmp_path, dump_spec(spec))) == spec
+    multi = load_spec(_imbalance(tmp_path, "multi_category", loss="{name: focal, alpha: 0.25, pos_weight: [1, 2]}"))
+    assert multi.train.loss.pos_weight == [1.0, 2.0] and multi.train.loss.alpha == 0.25
 
 
 def test_overrides_are_typed_and_reported_as_command_line(tmp_path: Path) -> None:

@@ -93,3 +93,21 @@ def test_soft_targets_and_activations_by_kind() -> None:
     assert torch.equal(regression.activation(values), values) and torch.equal(
         regression.inverse_activation(values), values
     )
+
+
+def test_class_weights_follow_the_inverse_frequency_formula() -> None:
+    labels = ["a"] * 6 + ["b"] * 3 + ["c"]
+    encoded = TARGETS.get("category").encode(labels, np.arange(10), np.array([], dtype=np.int64))
+    weights = encoded.target.loss_weights(encoded.values)
+    # N / (C * n_c) with N = 10, C = 3, n = (6, 3, 1): they average 1 over the training items
+    assert weights == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert float((weights[encoded.values]).mean()) == pytest.approx(1.0)
+    balancing = encoded.target.balancing_weights(encoded.values)
+    assert balancing.tolist() == pytest.approx([1 / 6] * 6 + [1 / 3] * 3 + [1.0])  # each class sums to 1
+
+
+def test_pos_weight_is_negatives_over_positives() -> None:
+    labels = [["x", "y", "z"], ["y", "z"], ["y", "z"], ["z"]]
+    encoded = TARGETS.get("multi_category").encode(labels, np.arange(4), np.array([], dtype=np.int64))
+    # positives (1, 3, 4) of 4 items: (3/1, 1/3, and z, on every item, 1/4 rather than 0)
+    assert encoded.target.loss_weights(encoded.values) == pytest.approx([3.0, 1 / 3, 1 / 4])

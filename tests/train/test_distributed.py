@@ -31,6 +31,8 @@ SPEC = {
     "augment": {"size": 32},
     "model": {"arch": "xresnet_tiny", "head": {"lin_ftrs": [16], "ps": 0.25}},
     "train": {"stages": [{"schedule": "fit_one_cycle", "epochs": 6, "lr_max": 5e-3}], "metrics": ["accuracy"]},
+    # The EMA on every rank: its columns and its average must resume exactly and match one process too.
+    "callbacks": [{"name": "ema", "decay": 0.9, "warmup": True, "validate": "both"}],
     "runtime": {"log_every": 2},
 }
 
@@ -91,6 +93,14 @@ def test_validation_metrics_equal_a_single_process_on_the_same_weights(ddp_run: 
     last = _rows(ddp_run)[-1]
     assert single["valid_loss"] == pytest.approx(float(last["valid_loss"]), abs=1e-5)
     assert single["accuracy"] == pytest.approx(float(last["accuracy"]), abs=1e-9)
+    # The average that rank 0 saved, evaluated in one process, gives the ema_ columns the ranks computed.
+    average = {k.removeprefix("ema."): v for k, v in loaded.checkpoint.callback_tensors.items()}
+    ema_model = loaded.pipeline.trained_model(average, "ema")
+    ema_predictions = evaluate(ema_model, loaded.pipeline.batches("valid"), loaded.runtime)
+    ema = compute_metrics(ema_predictions, loaded.pipeline.loss, loaded.pipeline.metrics)
+    assert ema["valid_loss"] == pytest.approx(float(last["ema_valid_loss"]), abs=1e-5)
+    assert ema["accuracy"] == pytest.approx(float(last["ema_accuracy"]), abs=1e-9)
+    assert ema["valid_loss"] != pytest.approx(single["valid_loss"], abs=1e-4)
 
 
 def test_a_killed_ddp_run_resumes_to_the_same_metrics(ddp_run: Path, spec_file: Path) -> None:

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 
-from imgcls.spec.train import F1Spec, LossSpec, TopKSpec
+from imgcls.spec.train import AccuracySpec, F1Spec, LossSpec, TopKSpec
 from imgcls.targets import TARGETS
 from imgcls.train.losses import build_loss
-from imgcls.train.metrics import accuracy, accuracy_multi, build_metric, f1_macro, mae, rmse
+from imgcls.train.metrics import accuracy, accuracy_multi, balanced_accuracy, build_metric, f1_macro, mae, rmse
 
 
 def test_label_smoothing_against_fastais_formula() -> None:
@@ -76,3 +77,83 @@ def test_point_error_in_pixels_of_the_model_input() -> None:
     from imgcls.train.metrics import lower_is_better
 
     assert lower_is_better(metric.name)  # save_best and early_stopping watch it going down
+
+
+# --- class imbalance: weights, focal, balanced accuracy ------------------------------------------------------
+
+LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [-0.5, 1.5, 0.0], [4.0, -2.0, 1.0]])
+CLASSES = torch.tensor([0, 1, 2, 2])
+
+
+def test_focal_with_gamma_0_equals_cross_entropy() -> None:
+    category = TARGETS.get("category")
+    focal = build_loss(LossSpec(name="focal", gamma=0.0), category)
+    plain = build_loss(LossSpec(), category)
+    assert torch.allclose(focal.per_item(LOGITS, CLASSES), plain.per_item(LOGITS, CLASSES), atol=1e-6)
+    weights = [0.5, 2.0, 1.25]
+    weighted_focal = build_loss(LossSpec(name="focal", gamma=0.0), category, weights)
+    weighted = build_loss(LossSpec(), category, weights)
+    assert torch.allclose(weighted_focal.per_item(LOGITS, CLASSES), weighted.per_item(LOGITS, CLASSES), atol=1e-6)
+
+
+def test_focal_against_the_papers_formula() -> None:
+    loss = build_loss(LossSpec(name="focal", gamma=2.0), TARGETS.get("category"), [1.0, 3.0, 0.5])
+    p = torch.softmax(LOGITS, dim=-1)[torch.arange(4), CLASSES]
+    alpha_t = torch.tensor([1.0, 3.0, 0.5, 0.5])
+    expected = -alpha_t * (1 - p) ** 2 * torch.log(p)  # Lin et al. 2017, eq. 5, with alpha_t per class
+    assert torch.allclose(loss.per_item(LOGITS, CLASSES), expected, atol=1e-6)
+    # soft (MixUp) targets: mixing the targets mixes the losses, as for cross-entropy
+    other, lam = torch.tensor([1, 0, 0, 1]), torch.tensor([0.7, 0.5, 0.9, 0.6])
+    soft = lam[:, None] * F.one_hot(CLASSES, 3) + (1 - lam[:, None]) * F.one_hot(other, 3)
+    mixed = lam * loss.per_item(LOGITS, CLASSES) + (1 - lam) * loss.per_item(LOGITS, other)
+    assert torch.allclose(loss.per_item(LOGITS, soft.float()), mixed, atol=1e-6)
+
+
+def test_class_weights_weigh_each_item_by_its_class() -> None:
+    weights = [0.5, 2.0, 1.25]
+    loss = build_loss(LossSpec(class_weights=weights), TARGETS.get("category"), weights)
+    ce = F.cross_entropy(LOGITS, CLASSES, reduction="none")
+    expected = torch.tensor([0.5, 2.0, 1.25, 1.25]) * ce
+    assert torch.allclose(loss.per_item(LOGITS, CLASSES), expected, atol=1e-6)
+    assert float(loss(LOGITS, CLASSES)) == pytest.approx(float(expected.mean()), rel=1e-6)  # mean over items
+
+
+def test_pos_weight_and_sigmoid_focal() -> None:
+    multi = TARGETS.get("multi_category")
+    logits = torch.tensor([[2.0, -1.0, 0.3], [-0.5, 0.8, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    pos_weight = [3.0, 0.5, 2.0]
+    weighted = build_loss(LossSpec(), multi, pos_weight)
+    expected = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=torch.tensor(pos_weight), reduction="none")
+    assert torch.allclose(weighted.per_item(logits, labels), expected.mean(dim=1), atol=1e-6)
+    plain_focal = build_loss(LossSpec(name="focal", gamma=0.0), multi)
+    bce = build_loss(LossSpec(), multi)
+    assert torch.allclose(plain_focal.per_item(logits, labels), bce.per_item(logits, labels), atol=1e-6)
+    # torchvision's sigmoid_focal_loss formula at gamma 2, alpha 0.25
+    focal = build_loss(LossSpec(name="focal", gamma=2.0, alpha=0.25), multi)
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    p_t = p * labels + (1 - p) * (1 - labels)
+    alpha_t = 0.25 * labels + 0.75 * (1 - labels)
+    reference = (alpha_t * ce * (1 - p_t) ** 2).mean(dim=1)
+    assert torch.allclose(focal.per_item(logits, labels), reference, atol=1e-6)
+
+
+def test_focal_gradients_stay_finite_for_confident_outputs() -> None:
+    logits = torch.tensor([[60.0, -60.0, 0.0]], requires_grad=True)  # p = 1 exactly in float32
+    loss = build_loss(LossSpec(name="focal", gamma=0.5), TARGETS.get("category"))
+    loss(logits, torch.tensor([0])).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    outputs = torch.tensor([[3.0, 0, 0, 0], [3.0, 0, 0, 0], [3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 3.0, 0, 0]])
+    targets = torch.tensor([0, 0, 1, 1, 2])  # class 3 has no item: left out, as sklearn does
+    # recalls: class 0 2/2, class 1 1/2, class 2 0/1 -> (1 + 0.5 + 0) / 3
+    assert build_metric(AccuracySpec(name="balanced_accuracy")).fn(outputs, targets) == pytest.approx(0.5)
+    rng = torch.Generator().manual_seed(0)
+    outputs, targets = torch.randn(200, 5, generator=rng), torch.randint(0, 5, (200,), generator=rng)
+    reference = balanced_accuracy_score(targets.numpy(), outputs.argmax(dim=1).numpy())
+    assert balanced_accuracy(outputs, targets) == pytest.approx(reference, abs=1e-12)

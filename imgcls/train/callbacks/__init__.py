@@ -11,6 +11,7 @@ from imgcls.registry import Registry
 from imgcls.spec.schema import Spec
 from imgcls.spec.train import Callback as CallbackSpec
 from imgcls.train.callbacks.base import Callback, CallbackList
+from imgcls.train.callbacks.ema import EMA
 from imgcls.train.callbacks.experiment_tracking import MlflowTracker, WandbTracker
 from imgcls.train.callbacks.gradients import GradientAccumulation, GradientClip
 from imgcls.train.callbacks.logging import TensorBoard
@@ -40,11 +41,17 @@ CALLBACKS: Registry[Builder] = Registry(
         "early_stopping": lambda s, c: EarlyStopping(s.monitor, s.mode, s.min_delta, s.patience),
         "gradient_accumulation": lambda s, c: GradientAccumulation(s.n_acc),
         "gradient_clip": lambda s, c: GradientClip(s.max_norm, s.norm_type),
+        "ema": lambda s, c: EMA(s.decay, s.warmup, s.warmup_power, s.every, s.validate, _best_from_ema(c.spec)),
         "tensorboard": lambda s, c: TensorBoard(c.run_dir / s.log_dir, c.log_every),
         "mlflow": lambda s, c: MlflowTracker(s, c.spec, c.run_dir),
         "wandb": lambda s, c: WandbTracker(s, c.spec, c.run_dir),
     },
 )
+
+
+def _best_from_ema(spec: Spec) -> bool:
+    """Whether save_best watches an ema_ column (validate: both), so that `best` holds the averaged weights."""
+    return any(cb.name == "save_best" and getattr(cb, "monitor", "").startswith("ema_") for cb in spec.callbacks)
 
 
 def build_callbacks(specs: list[CallbackSpec], ctx: CallbackContext) -> list[Callback]:

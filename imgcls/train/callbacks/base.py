@@ -14,8 +14,12 @@ Hooks fire in this order (pinned by tests/train/callbacks/test_order.py):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
+
+import torch
+from torch import nn
 
 from imgcls.train.state import TrainState
 
@@ -60,6 +64,25 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors an exact resume needs (state_dict goes into the checkpoint's JSON header, which holds none):
+        the `last` checkpoint stores them as `cb.<name>.<key>`."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what tensors() returned (called once, before training resumes)."""
+
+    def validation_models(self) -> dict[str, Callable[[], nn.Module]]:
+        """Models to validate, by the prefix of their metrics.csv columns (prefix + valid_loss, prefix + each
+        metric). Prefix '' takes the training model's own columns, and the training model is then not evaluated.
+        Each value gives its module when validation runs."""
+        return {}
+
+    def checkpoint_model(self, kind: str) -> nn.Module | None:
+        """A module whose weights checkpoints of `kind` (best, last) hold as the model's instead of the training
+        model's (interpret, predict and export then use them); `last` keeps the training weights too."""
+        return None
 
 
 HOOKS = (
@@ -108,6 +131,26 @@ class CallbackList:
         for callback in self.callbacks:
             if callback.name in states:
                 callback.load_state_dict(states[callback.name])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{cb.name}.{key}": value for cb in self.callbacks for key, value in cb.tensors().items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for callback in self.callbacks:
+            prefix = f"{callback.name}."
+            own = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+            if own:
+                callback.load_tensors(own)
+
+    def validation_models(self) -> dict[str, Callable[[], nn.Module]]:
+        models: dict[str, Callable[[], nn.Module]] = {}
+        for callback in self.callbacks:
+            models.update(callback.validation_models())
+        return models
+
+    def checkpoint_model(self, kind: str) -> nn.Module | None:
+        offered = (cb.checkpoint_model(kind) for cb in self.callbacks)
+        return next((module for module in offered if module is not None), None)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.callbacks)
