@@ -51,19 +51,42 @@ def build_optimizer(
         for params, decay in ((decays, wd), (plain, 0.0)):
             if params:
                 torch_groups.append({"params": params, "group": index, "base_lr": lr, "lr": lr, "weight_decay": decay})
+    # One fused kernel per step instead of a chain of foreach ops: AdamW's step on xresnet18's 11.2 M parameters
+    # took 37.7 ms foreach and 7.8 ms fused on 2 Xeon cores (10% of a 28 px, bs 256 training step; the results
+    # agree to 1 ulp of fp32). Fused needs floating parameters on a CPU or CUDA device.
+    fused = _can_fuse(model)
     if train.optimizer == "adam":
         # AdamW is fastai's Adam with decoupled weight decay: p -= lr * wd * p, then the Adam step.
-        return torch.optim.AdamW(torch_groups, betas=(phase.moms[0], train.sqr_mom), eps=train.eps, foreach=True)
-    return DecoupledSGD(torch_groups, momentum=phase.moms[0], nesterov=train.nesterov)
+        betas = (phase.moms[0], train.sqr_mom)
+        if fused:
+            return torch.optim.AdamW(torch_groups, betas=betas, eps=train.eps, fused=True)
+        return torch.optim.AdamW(torch_groups, betas=betas, eps=train.eps, foreach=True)
+    return DecoupledSGD(torch_groups, momentum=phase.moms[0], nesterov=train.nesterov, fused=fused)
+
+
+def _can_fuse(model: nn.Module) -> bool:
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, object]) -> None:
+    """Load a checkpoint's optimizer state, each tensor laid out like its parameter. A checkpoint holds them
+    contiguous; fused AdamW (torch 2.14, CPU) indexes a channels_last weight and a contiguous moment as if they
+    were laid out alike, which moved weights by 1.6 learning rates in one step (tests/train/test_optim.py)."""
+    optimizer.load_state_dict(saved)
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 class DecoupledSGD(torch.optim.SGD):
     """SGD with momentum and fastai's decoupled weight decay (torch's SGD couples it into the gradient)."""
 
-    def __init__(self, params: list[dict[str, object]], momentum: float, nesterov: bool) -> None:
+    def __init__(self, params: list[dict[str, object]], momentum: float, nesterov: bool, fused: bool = False) -> None:
         for group in params:
             group["decoupled_wd"] = group.pop("weight_decay")
-        super().__init__(params, lr=1e-3, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
+        extra = {"fused": True} if fused else {}
+        super().__init__(params, lr=1e-3, momentum=momentum, nesterov=nesterov, weight_decay=0.0, **extra)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def]
