@@ -37,7 +37,8 @@ def _git(folder: Path) -> dict[str, Any] | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def environment(device: torch.device, world: int) -> dict[str, Any]:
+def environment(device: torch.device, world: int, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`runtime`: what the run resolved its runtime options to (precision, channels_last, compile, threads)."""
     cuda = torch.cuda.is_available()
     return {
         "python": sys.version.split()[0],
@@ -51,5 +52,6 @@ def environment(device: torch.device, world: int) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if cuda else None,  # type: ignore[no-untyped-call]
         "torch_threads": torch.get_num_threads(),
         "world_size": world,
+        "runtime": runtime or {},
         "git": _git(Path.cwd()),
     }

@@ -334,12 +334,15 @@ class RuntimeSpec(StrictModel):
     """Where and how fast: each option falls back cleanly on the CPU."""
 
     device: str = "auto"
-    # auto: bf16 on CUDA GPUs that support it, fp16 with a grad scaler on older ones, fp32 on the CPU.
-    # bf16 on the CPU needs AMX or AVX512-BF16 (else fp32, with a note).
+    # auto: bf16 on CUDA GPUs that support it, fp16 with a grad scaler on older ones; on the CPU bf16 where it has
+    # AMX or AVX512-BF16 (1.0-2.6x fp32's training step on a 2-core Xeon), else fp32. bf16 asked for on a CPU
+    # without them is fp32, with a note.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # auto: on CUDA, and on the CPU when training in bf16.
     channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False
-    # Intra-op threads of each training process: auto = its share of the cores it may use (os.sched_getaffinity).
+    # Intra-op threads of each training process: auto = its share of the cores it may use (os.sched_getaffinity),
+    # fewer while other processes keep some of them busy (one process on the CPU); a number fixes the count.
     threads: Literal["auto"] | PositiveInt = "auto"
     # Training batches between progress-bar refreshes (each refresh waits for the device).
     log_every: PositiveInt = 10

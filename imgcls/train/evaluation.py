@@ -80,7 +80,7 @@ def evaluate(
     if console is not None:
         console.start_bar(len(batches), description)
     try:
-        with torch.inference_mode(), runtime.autocast():
+        with torch.inference_mode(), runtime.autocast(evaluating=True):
             for batch in batches:
                 outputs.append(model(batch.images).float().cpu())
                 targets.append(batch.targets.cpu())

@@ -28,14 +28,15 @@ from imgcls.train.builder import Pipeline, StageLoaders, normalizer_record, plac
 from imgcls.train.callbacks import CallbackContext, CallbackList, build_callbacks
 from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
+from imgcls.train.callbacks.threads import ThreadGovernor
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
 from imgcls.train.folders import LAST, recorded_data, split_listing, start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.metrics import Metric
-from imgcls.train.optim import build_optimizer, set_frozen
+from imgcls.train.optim import build_optimizer, load_optimizer_state, set_frozen
 from imgcls.train.record import DataRecord, PositionRecord, RunRecord, SkippedRecord, SmoothRecord, TargetRecord
-from imgcls.train.runtime import Runtime, resolve_runtime
+from imgcls.train.runtime import Runtime, allowed_cpus, governs_threads, resolve_runtime
 from imgcls.train.schedule import Phase, stage_phases
 from imgcls.train.state import Position, SmoothLoss, TrainState
 
@@ -108,6 +109,8 @@ class Trainer:
         self.data = self.pipeline.data
         self.model = self._model(resume)
         self.scaler = runtime.grad_scaler()
+        # One governor for the run, so that a later phase starts at the count the previous one settled on.
+        self.governor = ThreadGovernor(allowed_cpus(), console.info)
         self.size: tuple[int, int] | None = None
         context = CallbackContext(run_dir, self.write, spec.runtime.log_every, spec)
         self.callbacks = CallbackList([*build_callbacks(spec.callbacks, context), *extra])
@@ -218,7 +221,15 @@ class Trainer:
             self.manifest.write(folder)
         self._write_skipped()
         (folder / "spec.yaml").write_text(dump_spec(self.spec))
-        env = environment(self.runtime.device, self.runtime.world)
+        rt = self.runtime
+        resolved = {
+            "precision": rt.precision,
+            "evaluation_precision": rt.evaluation_precision,
+            "channels_last": rt.channels_last,
+            "compile": rt.compile,
+            "threads": rt.threads,
+        }
+        env = environment(rt.device, rt.world, resolved)
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
         split = split_listing(data.items, data.split, self.given_split, list(data.target.vocab))
         (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
@@ -263,6 +274,8 @@ class Trainer:
     def _core_callbacks(self, loaders: StageLoaders, n_phases: int) -> list[Callback]:
         columns = metric_columns(self.pipeline.metrics_at(loaders.size), list(self._validated()))
         cbs: list[Callback] = [SaveLast(self.write, 60.0 * self.spec.runtime.checkpoint_every)]
+        if governs_threads(self.spec.runtime, self.runtime):
+            cbs.append(self.governor)
         if self.runtime.is_main:
             cbs.append(CSVLogger(self.run_dir / "metrics.csv", columns))
         describe = self._describe(loaders, n_phases)
@@ -312,7 +325,7 @@ class Trainer:
         if pending is not None:
             saved = pending.optimizer_state()
             if saved is not None:
-                optimizer.load_state_dict(saved)
+                load_optimizer_state(optimizer, saved)
             state.smooth = SmoothLoss.from_dict(pending.record.smooth.model_dump(), self.runtime.device)
             if self.scaler is not None and pending.record.scaler:
                 self.scaler.load_state_dict(pending.record.scaler)
@@ -376,7 +389,7 @@ class Trainer:
         data, runtime = self.data, self.runtime
         self.console.info(
             f"run folder: {self.run_dir}  ({len(data.split.train)} train / {len(data.split.valid)} valid items, "
-            f"{runtime.device}, {runtime.precision}, {runtime.world} process(es)"
+            f"{runtime.device}, {_precision_words(runtime)}, {runtime.world} process(es)"
             f"{f' over {runtime.backend}' if runtime.backend else ''})"
         )
         self.console.info(f"data mode: {self.pipeline.source.mode} ({self.pipeline.source.reason})")
@@ -450,6 +463,13 @@ def checkpoint_position(spec: Spec, record: RunRecord) -> str:
         f"stage {pos.stage + 1}/{len(spec.train.stages)}, phase {pos.phase + 1}/{len(phases)} {record.phase_name}, "
         f"epoch {epoch}/{phase.epochs} (row {pos.epochs_done} of metrics.csv)"
     )
+
+
+def _precision_words(runtime: Runtime) -> str:
+    """'bf16' or, where evaluation differs, 'bf16 (evaluation fp32)'."""
+    if runtime.evaluation_precision == runtime.precision:
+        return runtime.precision
+    return f"{runtime.precision} (evaluation {runtime.evaluation_precision})"
 
 
 def train(

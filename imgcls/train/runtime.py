@@ -31,6 +31,14 @@ class Runtime:
     threads: int = 1  # intra-op threads of this process (torch.set_num_threads)
     # The process group's backend (nccl, gloo) when this process joined one, else None.
     backend: str | None = None
+    # What validation and every prediction run in: the training precision on CUDA, fp32 on the CPU, where
+    # bf16 speeds the training step up but evaluation is a small share of the time, and fp32 keeps a run's
+    # metrics.csv, its closing report, tta-eval, predict and its fp32 export in agreement.
+    eval_precision: str | None = None
+
+    @property
+    def evaluation_precision(self) -> str:
+        return self.precision if self.eval_precision is None else self.eval_precision
 
     @property
     def is_main(self) -> bool:
@@ -42,12 +50,14 @@ class Runtime:
         return self.world > 1 or self.backend is not None
 
     @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """Mixed precision around the forward pass and the loss (no-op in fp32)."""
-        if self.precision == "fp32":
+    def autocast(self, evaluating: bool = False) -> Iterator[None]:
+        """Mixed precision around the forward pass and the loss (no-op in fp32); `evaluating` uses
+        `evaluation_precision`."""
+        precision = self.evaluation_precision if evaluating else self.precision
+        if precision == "fp32":
             yield
             return
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype):
             yield
 
@@ -56,8 +66,10 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
 
-# What `precision: auto` picks on a CPU with bf16 matrix units (BENCHMARKS.md §8 measures both).
-CPU_AUTO_PRECISION = "fp32"
+# What `precision: auto` picks on a CPU with bf16 matrix units, with channels_last: on a 2-core Xeon with AMX the
+# training step ran 1.0-2.6x as fast as fp32 (xresnet18 at 28 px 1.00, at 64 px 1.60; resnet9 at 28 px 2.57;
+# timm resnet18 at 128 px 2.10), and never slower; bf16 alone was 0.93x on xresnet18 at 28 px (BENCHMARKS.md §10).
+CPU_AUTO_PRECISION = "bf16"
 
 
 def available_cpus() -> int:
@@ -78,6 +90,22 @@ def intra_op_threads(requested: int | str, local_world: int = 1, cpus: int | Non
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     total = available_cpus() if cpus is None else cpus
     return max(1, total // max(local_world, 1))
+
+
+def allowed_cpus() -> set[int]:
+    """The ids of the cores this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:
+        return set(range(os.cpu_count() or 1))
+
+
+def governs_threads(spec: RuntimeSpec, runtime: Runtime) -> bool:
+    """Whether training adapts its thread count to other processes' load (train/callbacks/threads.py): only
+    where nothing fixed the count (runtime.threads auto, no $OMP_NUM_THREADS), on the CPU, in one process
+    (torchrun's ranks would each count the others as load), with more than one core."""
+    fixed = spec.threads != "auto" or os.environ.get("OMP_NUM_THREADS", "").isdigit()
+    return not fixed and runtime.device.type == "cpu" and not runtime.distributed and runtime.threads > 1
 
 
 def _device(requested: str, local_rank: int, notes: list[str]) -> torch.device:
@@ -110,11 +138,12 @@ def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
     return bool(found & {"amx_bf16", "avx512_bf16"})
 
 
-def _cpu_precision(requested: str, notes: list[str]) -> str:
+def _cpu_precision(requested: str, notes: list[str], fast: bool | None = None) -> str:
+    """`fast`: whether the CPU has bf16 units (default: read from /proc/cpuinfo)."""
     if requested == "fp16":
         notes.append("runtime.precision fp16 needs a CUDA device: using fp32 on the CPU")
         return "fp32"
-    fast = cpu_has_fast_bf16()
+    fast = cpu_has_fast_bf16() if fast is None else fast
     if requested == "bf16" and not fast:
         notes.append("this CPU has neither AMX nor AVX512-BF16: bf16 would be emulated, using fp32")
         return "fp32"
@@ -132,6 +161,12 @@ def _precision(requested: str, device: torch.device, notes: list[str]) -> str:
         notes.append("this GPU has no bf16: using fp16 with a grad scaler")
         return "fp16"
     return requested
+
+
+def auto_channels_last(device: torch.device, precision: str) -> bool:
+    """channels_last: auto. On CUDA always; on the CPU with bf16 (oneDNN's bf16 kernels want NHWC: 1.00-1.30x
+    bf16 in NCHW), not with fp32, where it measured 0.92-1.29x across four models (BENCHMARKS.md §10)."""
+    return device.type == "cuda" or precision == "bf16"
 
 
 def _local_rank() -> int:
@@ -169,7 +204,7 @@ def resolve_runtime(spec: RuntimeSpec, distributed: bool = True) -> Runtime:
     rank, world, local_rank, local_world, backend = group
     device = _device(spec.device, local_rank, notes)
     precision = _precision(spec.precision, device, notes)
-    channels_last = device.type == "cuda" if spec.channels_last == "auto" else bool(spec.channels_last)
+    channels_last = auto_channels_last(device, precision) if spec.channels_last == "auto" else bool(spec.channels_last)
     threads = intra_op_threads(spec.threads, local_world)
     torch.set_num_threads(threads)
     return Runtime(
@@ -184,4 +219,5 @@ def resolve_runtime(spec: RuntimeSpec, distributed: bool = True) -> Runtime:
         tuple(notes),
         threads,
         backend,
+        eval_precision="fp32" if device.type == "cpu" else None,
     )

@@ -29,7 +29,7 @@ def test_the_range_test_starts_from_the_runs_weights(
     batches.set_epoch(0)
     first = next(iter(batches))
     model = loaded.model.train()
-    with torch.no_grad():
+    with torch.no_grad(), loaded.pipeline.runtime.autocast():  # a range test trains in the training precision
         expected = float(loaded.pipeline.loss(model(first.images), first.targets))
     assert summary_first_loss(run) == pytest.approx(expected, rel=1e-4)
     after = read_checkpoint(run / "checkpoints" / "best.safetensors").model_state

@@ -17,7 +17,15 @@ from imgcls.spec.train import HeadSpec, ModelSpec, RuntimeSpec
 from imgcls.train.builder import wrap_model
 from imgcls.train.callbacks.base import Callback
 from imgcls.train.callbacks.logging import TensorBoard
-from imgcls.train.runtime import CPU_AUTO_PRECISION, Runtime, cpu_has_fast_bf16, intra_op_threads, resolve_runtime
+from imgcls.train.runtime import (
+    CPU_AUTO_PRECISION,
+    Runtime,
+    _cpu_precision,
+    auto_channels_last,
+    cpu_has_fast_bf16,
+    intra_op_threads,
+    resolve_runtime,
+)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
@@ -29,8 +37,20 @@ def test_gpu_options_fall_back_on_the_cpu() -> None:
     assert "no CUDA device" in notes and "fp32 on the CPU" in notes
     assert runtime.grad_scaler() is None
     auto = resolve_runtime(RuntimeSpec())
-    assert auto.device.type == "cpu" and not auto.channels_last and not auto.notes
+    assert auto.device.type == "cpu" and not auto.notes
     assert auto.precision == (CPU_AUTO_PRECISION if cpu_has_fast_bf16() else "fp32")
+    assert auto.channels_last == (auto.precision == "bf16")  # NHWC for oneDNN's bf16 kernels only
+    assert auto.evaluation_precision == "fp32"  # on the CPU every evaluation is fp32
+
+
+def test_auto_precision_on_the_cpu_follows_its_bf16_units() -> None:
+    notes: list[str] = []
+    assert _cpu_precision("auto", notes, fast=True) == "bf16" == CPU_AUTO_PRECISION
+    assert _cpu_precision("auto", notes, fast=False) == "fp32" and not notes
+    assert _cpu_precision("bf16", notes, fast=False) == "fp32" and "emulated" in notes[0]
+    assert _cpu_precision("fp32", [], fast=True) == "fp32"
+    assert auto_channels_last(torch.device("cpu"), "bf16") and not auto_channels_last(torch.device("cpu"), "fp32")
+    assert auto_channels_last(torch.device("cuda"), "fp32")
 
 
 def test_bf16_on_the_cpu_needs_bf16_units() -> None:
