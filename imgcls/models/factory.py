@@ -14,6 +14,7 @@ from torch import nn
 from imgcls.errors import SpecError, TrainingError
 from imgcls.models.head import create_head
 from imgcls.models.resnet9 import resnet9
+from imgcls.models.trim import trim_padding_taps
 from imgcls.registry import Registry, did_you_mean
 from imgcls.spec.train import ModelSpec
 
@@ -154,6 +155,7 @@ def create_model(spec: ModelSpec, n_out: int) -> ImageModel:
     body = create_body(spec)
     head = create_head(_num_features(body, spec.n_in), n_out, spec.head, spec.y_range)
     early, late = _split_body(body)
+    trim_padding_taps(body)  # same parameters, same state dict: the groups above stay valid
     return ImageModel(body, head, [early, late, list(head.parameters())])
 
 

@@ -184,3 +184,27 @@ def test_predict_tta_from_an_export_equals_the_run(
     assert predict_files(load_predictor(older), files[:1])[0].values is not None  # still readable
     with pytest.raises(ImgclsError, match="does not record the training transforms"):
         predict_files(load_predictor(older), files[:1], tta=FileTTA(n=2))
+
+
+def test_a_trimmed_model_exported_at_a_small_size_holds_at_every_size(tmp_path: Path) -> None:
+    # At 4x4 the second and third convs see 2x2 and 1x1 maps, where TrimmedConv2d drops taps; the dynamic-size graph
+    # must still be the full convolution (at 16x16 every tap meets data).
+    import onnxruntime
+
+    from imgcls.evaluate.export import export_onnx
+    from imgcls.models.trim import trim_padding_taps
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d
+    model = torch.nn.Sequential(
+        conv(3, 8, 3, 2, 1), torch.nn.ReLU(), conv(8, 8, 3, 2, 1), conv(8, 8, 3, 1, 1), torch.nn.Flatten(1)
+    )
+    trim_padding_taps(model).eval()
+    export_onnx(model, tmp_path / "model.onnx", (1, 3, 4, 4), dynamic_size=True)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for size in (4, 3, 16):
+        images = torch.rand(2, 3, size, size)
+        (actual,) = session.run(["outputs"], {"images": images.numpy()})
+        with torch.inference_mode():
+            expected = model(images).numpy()
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
