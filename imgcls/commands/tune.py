@@ -166,7 +166,15 @@ def run_tune(
     import optuna
 
     from imgcls.tune.space import load_tune
-    from imgcls.tune.study import Objective, budget_used, direction, open_study, run_study, trial_rows
+    from imgcls.tune.study import (
+        Objective,
+        budget_used,
+        direction,
+        fail_orphaned_trials,
+        open_study,
+        run_study,
+        trial_rows,
+    )
 
     spec, tune, space = load_tune(config, space_file, overrides)
     folder = out or Path("runs") / f"{spec.name}-tune"
@@ -174,6 +182,11 @@ def run_tune(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial gets one line of ours instead
     study = open_study(spec, tune, folder)
     storage = tune.storage or str(folder / "optuna.journal")
+    for number in fail_orphaned_trials(study):
+        console.info(
+            f"trial {number} was left running by a process on this machine that has ended: marked failed "
+            "(it counts against tune.n_trials; raise it to train another in its place)"
+        )
     console.info(
         f"study '{study.study_name}' in {storage}: {direction(tune)} {tune.metric}, "
         f"{budget_used(study)} of {tune.n_trials} trials started; trials train in {folder}/trial-NNNN"

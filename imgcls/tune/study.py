@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import socket
 import warnings
 from collections.abc import Callable
@@ -63,6 +64,35 @@ def open_storage(option: str | None, folder: Path) -> BaseStorage:
     path = Path(option) if option is not None else folder / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def process_tag(pid: int | None = None) -> str | None:
+    """'pid:start' of a live process on this machine (its start, in clock ticks after boot, tells a reused pid
+    apart), or None where /proc cannot say (no such process, or no /proc)."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # starttime is field 22; the command name (field 2) may hold spaces, so count after ')' (field 3 first)
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark failed the running trials that a process on this machine started and that process no longer runs
+    (SIGKILL, out of memory, a power cut): a journal storage has no heartbeat, so they would stay running, and
+    counted, for ever. Returns their numbers."""
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag = trial.user_attrs.get("process")
+        if trial.user_attrs.get("host") != host or not isinstance(tag, str) or process_tag() == tag:
+            continue
+        if process_tag(int(tag.split(":")[0])) != tag:
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
 
 
 def direction(tune: TuneSpec) -> Literal["minimize", "maximize"]:
@@ -169,6 +199,7 @@ class Objective:
             )
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("process", process_tag())  # fail_orphaned_trials: is the trainer still alive?
         spec = self.space.spec_for(params, f"{self.spec.name}-trial-{trial.number:04d}")
         if self.on_start is not None:
             self.on_start(trial.number, params, run_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,33 @@ def test_two_processes_on_one_journal_run_n_trials_in_total(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "study").glob("trial-*")) == [f"trial-{n:04d}" for n in range(4)]
     assert all(f"trial {n}:" in "".join(outputs) for n in range(4))
     assert sum(output.count("trial 0:") for output in outputs) == 1  # each trial trained by one process only
+
+
+def test_a_trial_left_running_by_a_dead_process_is_marked_failed(tmp_path: Path) -> None:
+    # A journal storage has no heartbeat: a trainer killed with SIGKILL leaves its trial RUNNING. The next
+    # process on the same machine marks it failed; a live process's trial and another machine's stay running.
+    from optuna.trial import TrialState
+
+    from imgcls.tune.study import fail_orphaned_trials, process_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_tag = f"{gone.pid}:{(process_tag(gone.pid) or ':1').split(':')[1]}"
+    gone.wait()  # reaped: /proc no longer has it
+    assert process_tag(gone.pid) is None
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        storage = open_storage(None, tmp_path / "study")
+        study = optuna.create_study(storage=storage, study_name="tiny")
+        tags = {"dead": gone_tag, "alive": process_tag(sleeper.pid), "elsewhere": gone_tag}
+        for name, tag in tags.items():
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname() if name != "elsewhere" else "another-machine")
+            trial.set_user_attr("process", tag)
+        reopened = optuna.load_study(study_name="tiny", storage=open_storage(None, tmp_path / "study"))
+        assert fail_orphaned_trials(reopened) == [0]
+        states = [t.state for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+        assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+        assert fail_orphaned_trials(reopened) == []  # nothing left to fail
+    finally:
+        sleeper.kill()
+        sleeper.wait()
