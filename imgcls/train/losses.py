@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from imgcls.registry import Registry
 from imgcls.spec.train import LossSpec
 from imgcls.targets import Target
 
@@ -41,25 +43,7 @@ class Loss:
         return torch.tensor(self.weights, dtype=torch.float32, device=preds.device)
 
     def per_item(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        preds = preds.float()
-        if self.name in ("cross_entropy", "label_smoothing_cross_entropy"):
-            # Cross-entropy is linear in the target distribution, so MixUp's mixed one-hot targets give exactly
-            # fastai's mixed losses, and label smoothing (eps/C everywhere, 1-eps on the class) composes with it.
-            weight = self._weights(preds)
-            return F.cross_entropy(preds, targets, weight=weight, reduction="none", label_smoothing=self.eps)
-        if self.name == "focal":
-            if self.activation == "sigmoid":
-                return self._sigmoid_focal(preds, targets.reshape(preds.shape).float())
-            return self._softmax_focal(preds, targets)
-        flat_targets = targets.reshape(preds.shape).float()
-        if self.name == "bce_with_logits":
-            pos_weight = self._weights(preds)
-            return F.binary_cross_entropy_with_logits(
-                preds, flat_targets, pos_weight=pos_weight, reduction="none"
-            ).mean(dim=1)
-        if self.name == "l1":
-            return F.l1_loss(preds, flat_targets, reduction="none").mean(dim=1)
-        return F.mse_loss(preds, flat_targets, reduction="none").mean(dim=1)
+        return PER_ITEM.get(self.name)(self, preds.float(), targets)
 
     def _softmax_focal(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """-sum_c y_c w_c (1 - p_c)^gamma log p_c: for a one-hot y, -w_t (1 - p_t)^gamma log p_t."""
@@ -86,6 +70,47 @@ class Loss:
 
     def __call__(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.per_item(preds, targets).mean()
+
+
+def _cross_entropy(loss: Loss, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # Cross-entropy is linear in the target distribution, so MixUp's mixed one-hot targets give exactly fastai's
+    # mixed losses, and label smoothing (eps/C everywhere, 1-eps on the class) composes with it.
+    weight = loss._weights(preds)
+    return F.cross_entropy(preds, targets, weight=weight, reduction="none", label_smoothing=loss.eps)
+
+
+def _focal(loss: Loss, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if loss.activation == "sigmoid":
+        return loss._sigmoid_focal(preds, targets.reshape(preds.shape).float())
+    return loss._softmax_focal(preds, targets)
+
+
+def _bce(loss: Loss, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    flat = targets.reshape(preds.shape).float()
+    pos_weight = loss._weights(preds)
+    return F.binary_cross_entropy_with_logits(preds, flat, pos_weight=pos_weight, reduction="none").mean(dim=1)
+
+
+def _l1(loss: Loss, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(preds, targets.reshape(preds.shape).float(), reduction="none").mean(dim=1)
+
+
+def _mse(loss: Loss, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(preds, targets.reshape(preds.shape).float(), reduction="none").mean(dim=1)
+
+
+# One loss per item, by the loss's YAML name (LossSpec.name; a test keeps the two lists equal).
+PER_ITEM: Registry[Callable[[Loss, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry(
+    "loss",
+    {
+        "cross_entropy": _cross_entropy,
+        "label_smoothing_cross_entropy": _cross_entropy,
+        "focal": _focal,
+        "bce_with_logits": _bce,
+        "l1": _l1,
+        "mse": _mse,
+    },
+)
 
 
 def build_loss(spec: LossSpec, target: Target | type[Target], weights: list[float] | None = None) -> Loss:

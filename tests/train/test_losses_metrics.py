@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from imgcls.errors import SpecError
 from imgcls.spec.train import AccuracySpec, F1Spec, LossSpec, TopKSpec
 from imgcls.targets import TARGETS
-from imgcls.train.losses import build_loss
+from imgcls.train.losses import PER_ITEM, Loss, build_loss
 from imgcls.train.metrics import accuracy, accuracy_multi, balanced_accuracy, build_metric, f1_macro, mae, rmse
 
 
@@ -157,3 +159,22 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present() -> None:
     outputs, targets = torch.randn(200, 5, generator=rng), torch.randint(0, 5, (200,), generator=rng)
     reference = balanced_accuracy_score(targets.numpy(), outputs.argmax(dim=1).numpy())
     assert balanced_accuracy(outputs, targets) == pytest.approx(reference, abs=1e-12)
+
+
+def test_every_loss_name_of_the_spec_has_its_per_item_loss_and_no_other() -> None:
+    names = set(typing.get_args(LossSpec.model_fields["name"].annotation)) - {"auto"}
+    assert set(PER_ITEM.names()) == names
+
+
+def test_each_loss_per_item_against_torch() -> None:
+    preds, classes = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
+    values = torch.rand(4, 3)
+    assert torch.allclose(
+        Loss("cross_entropy").per_item(preds, classes), F.cross_entropy(preds, classes, reduction="none")
+    )
+    assert torch.allclose(Loss("l1").per_item(preds, values), (preds - values).abs().mean(dim=1))
+    assert torch.allclose(Loss("mse").per_item(preds, values), ((preds - values) ** 2).mean(dim=1))
+    bce = F.binary_cross_entropy_with_logits(preds, values, reduction="none").mean(dim=1)
+    assert torch.allclose(Loss("bce_with_logits").per_item(preds, values), bce)
+    with pytest.raises(SpecError, match="unknown loss 'msee' \\(did you mean 'mse'\\?\\)"):
+        Loss("msee").per_item(preds, values)
