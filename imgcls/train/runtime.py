@@ -72,12 +72,62 @@ class Runtime:
 CPU_AUTO_PRECISION = "bf16"
 
 
-def available_cpus() -> int:
-    """The cores this process may run on (its affinity mask: a container or taskset may allow fewer)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _quota_in(folder: Path) -> float | None:
+    """Cores' worth of CPU time the cgroup `folder` allows: v2 cpu.max ('150000 100000' is 1.5, 'max 100000'
+    none), v1 cpu.cfs_quota_us over cpu.cfs_period_us (a quota of -1 is none)."""
     try:
-        return len(os.sched_getaffinity(0))
+        if (folder / "cpu.max").is_file():
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if (folder / "cpu.cfs_quota_us").is_file():
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            return None if quota_us < 0 else quota_us / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def cpu_quota(root: Path = CGROUP_ROOT, own: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in cores (docker --cpus, a Kubernetes CPU limit), or None without
+    one: the smallest quota in the hierarchy's root and in the process's own cgroup, v2 or v1."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        lines = []
+    folders = [root, root / "cpu", root / "cpu,cpuacct"]
+    for line in lines:  # "0::/path" (v2) or "4:cpu,cpuacct:/path" (v1)
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        relative = path.strip("/")
+        if controllers == "":
+            folders.append(root / relative)
+        elif "cpu" in controllers.split(","):
+            folders += [root / "cpu" / relative, root / "cpu,cpuacct" / relative]
+    quotas = [q for q in (_quota_in(folder) for folder in folders if _under_root(folder, root)) if q is not None]
+    return min(quotas) if quotas else None
+
+
+def _under_root(folder: Path, root: Path) -> bool:
+    """Whether `folder` stays under `root` (a cgroup path of '..' would leave it)."""
+    return ".." not in folder.relative_to(root).parts
+
+
+def cores_for(affinity: int, quota: float | None) -> int:
+    """The cores' worth of threads a process can keep busy: its affinity mask, capped by a cgroup quota (rounded
+    down, at least 1: with 1.5 cores of quota a second thread would be throttled at every barrier)."""
+    return affinity if quota is None else max(1, min(affinity, int(quota)))
+
+
+def available_cpus() -> int:
+    """The cores this process may run on: its affinity mask (a container or taskset may allow fewer), capped by
+    a cgroup CPU quota (`docker --cpus=1` leaves every core in the mask)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
+        affinity = os.cpu_count() or 1
+    return cores_for(affinity, cpu_quota())
 
 
 def intra_op_threads(requested: int | str, local_world: int = 1, cpus: int | None = None) -> int:
@@ -103,9 +153,11 @@ def allowed_cpus() -> set[int]:
 def governs_threads(spec: RuntimeSpec, runtime: Runtime) -> bool:
     """Whether training adapts its thread count to other processes' load (train/callbacks/threads.py): only
     where nothing fixed the count (runtime.threads auto, no $OMP_NUM_THREADS), on the CPU, in one process
-    (torchrun's ranks would each count the others as load), with more than one core."""
+    (torchrun's ranks would each count the others as load), with more than one core and no cgroup quota."""
     fixed = spec.threads != "auto" or os.environ.get("OMP_NUM_THREADS", "").isdigit()
-    return not fixed and runtime.device.type == "cpu" and not runtime.distributed and runtime.threads > 1
+    # Under a cgroup quota the share is fixed by the quota, and /proc/stat shows the whole host's load.
+    cpu = runtime.device.type == "cpu" and not runtime.distributed and cpu_quota() is None
+    return not fixed and cpu and runtime.threads > 1
 
 
 def _device(requested: str, local_rank: int, notes: list[str]) -> torch.device:

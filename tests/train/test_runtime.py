@@ -22,7 +22,9 @@ from imgcls.train.runtime import (
     Runtime,
     _cpu_precision,
     auto_channels_last,
+    cores_for,
     cpu_has_fast_bf16,
+    cpu_quota,
     intra_op_threads,
     resolve_runtime,
 )
@@ -68,6 +70,33 @@ def test_the_thread_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert intra_op_threads(3, cpus=2) == 3  # as given
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert intra_op_threads("auto", cpus=64) == 1  # the user's word
+
+
+def _cgroup(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "own").write_text(own)
+    return root, tmp_path / "own"
+
+
+def test_a_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
+    # v2, in the container's own root: docker --cpus=1.5
+    assert cpu_quota(*_cgroup(tmp_path / "a", "0::/\n", {"cpu.max": "150000 100000\n"})) == 1.5
+    assert cpu_quota(*_cgroup(tmp_path / "b", "0::/\n", {"cpu.max": "max 100000\n"})) is None
+    # v2, the process's own cgroup below the root; the smallest quota wins
+    nested = {"cpu.max": "400000 100000\n", "kubepods/pod1/cpu.max": "200000 100000\n"}
+    assert cpu_quota(*_cgroup(tmp_path / "c", "0::/kubepods/pod1\n", nested)) == 2.0
+    # v1: quota over period, -1 is none
+    v1 = {"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}
+    assert cpu_quota(*_cgroup(tmp_path / "d", "4:cpu,cpuacct:/\n", v1)) == 0.5
+    v1_none = {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}
+    assert cpu_quota(*_cgroup(tmp_path / "e", "4:cpu:/\n", v1_none)) is None
+    assert cpu_quota(tmp_path / "missing", tmp_path / "missing-own") is None  # no cgroup file system
+    assert cores_for(16, None) == 16
+    assert cores_for(16, 1.5) == 1  # a second thread would be throttled at every barrier
+    assert cores_for(16, 4.0) == 4 and cores_for(2, 4.0) == 2 and cores_for(8, 0.5) == 1
 
 
 @pytest.mark.gpu
