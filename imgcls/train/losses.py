@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,13 @@ from imgcls.targets import Target
 
 # (1 - p)^gamma has an infinite derivative at p = 1 for gamma < 1; below this floor the term is ~0 anyway.
 _FOCAL_FLOOR = 1e-12
+
+
+@functools.lru_cache(maxsize=16)
+def _weight_tensor(weights: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """The weights on `device`, made once: a tensor built from a list at every step is a blocking host-to-device
+    copy on CUDA."""
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,7 @@ class Loss:
     activation: str = "softmax"
 
     def _weights(self, preds: torch.Tensor) -> torch.Tensor | None:
-        if self.weights is None:
-            return None
-        return torch.tensor(self.weights, dtype=torch.float32, device=preds.device)
+        return None if self.weights is None else _weight_tensor(self.weights, preds.device)
 
     def per_item(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return PER_ITEM.get(self.name)(self, preds.float(), targets)

@@ -58,9 +58,8 @@ def build_optimizer(
     if train.optimizer == "adam":
         # AdamW is fastai's Adam with decoupled weight decay: p -= lr * wd * p, then the Adam step.
         betas = (phase.moms[0], train.sqr_mom)
-        if fused:
-            return torch.optim.AdamW(torch_groups, betas=betas, eps=train.eps, fused=True)
-        return torch.optim.AdamW(torch_groups, betas=betas, eps=train.eps, foreach=True)
+        kernel = {"fused": True} if fused else {"foreach": True}
+        return torch.optim.AdamW(torch_groups, betas=betas, eps=train.eps, **kernel)
     return DecoupledSGD(torch_groups, momentum=phase.moms[0], nesterov=train.nesterov, fused=fused)
 
 

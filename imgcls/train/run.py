@@ -31,7 +31,7 @@ from imgcls.train.callbacks.logging import CSVLogger, ProgressDisplay, SaveLast
 from imgcls.train.callbacks.threads import ThreadGovernor
 from imgcls.train.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from imgcls.train.evaluation import compute_metrics, evaluate, evaluated
-from imgcls.train.folders import LAST, recorded_data, split_listing, start_run
+from imgcls.train.folders import LAST, SPLIT_FILE, recorded_data, split_listing, start_run
 from imgcls.train.loop import FitContext, InterruptFlag, fit
 from imgcls.train.metrics import Metric
 from imgcls.train.optim import build_optimizer, load_optimizer_state, set_frozen
@@ -232,7 +232,7 @@ class Trainer:
         env = environment(rt.device, rt.world, resolved)
         (folder / "env.json").write_text(json.dumps(env, indent=2) + "\n")
         split = split_listing(data.items, data.split, self.given_split, list(data.target.vocab))
-        (folder / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+        (folder / SPLIT_FILE).write_text(json.dumps(split, indent=1) + "\n")
         weights = self.pipeline.loss_weights_report()
         if weights is not None:  # class_weights.json or pos_weight.json
             (folder / f"{weights['option']}.json").write_text(json.dumps(weights, indent=1) + "\n")
@@ -449,7 +449,7 @@ def closing_report(run_dir: Path, console: Console, data: DataBundle | None = No
 
 
 # What every run folder holds (besides the target's own report files), in the order `wrote` lists them.
-RUN_FILES = ("spec.yaml", "env.json", "split.json", "normalize.json", "metrics.csv", "metrics.png", "checkpoints/")
+RUN_FILES = ("spec.yaml", "env.json", SPLIT_FILE, "normalize.json", "metrics.csv", "metrics.png", "checkpoints/")
 
 
 def checkpoint_position(spec: Spec, record: RunRecord) -> str:

@@ -123,11 +123,7 @@ def cores_for(affinity: int, quota: float | None) -> int:
 def available_cpus() -> int:
     """The cores this process may run on: its affinity mask (a container or taskset may allow fewer), capped by
     a cgroup CPU quota (`docker --cpus=1` leaves every core in the mask)."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        affinity = os.cpu_count() or 1
-    return cores_for(affinity, cpu_quota())
+    return cores_for(len(allowed_cpus()), cpu_quota())
 
 
 def intra_op_threads(requested: int | str, local_world: int = 1, cpus: int | None = None) -> int:
@@ -146,7 +142,7 @@ def allowed_cpus() -> set[int]:
     """The ids of the cores this process may run on."""
     try:
         return set(os.sched_getaffinity(0))
-    except AttributeError:
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
         return set(range(os.cpu_count() or 1))
 
 

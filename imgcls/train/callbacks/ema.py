@@ -75,8 +75,9 @@ class EMA(Callback):
         averaged = self._averaged()
         weight = 1.0 - self.decay_at(update)
         torch._foreach_lerp_(list(averaged.parameters()), [p.detach() for p in model.parameters()], weight)
-        for mine, theirs in zip(averaged.buffers(), model.buffers(), strict=True):
-            mine.copy_(theirs)
+        buffers = list(averaged.buffers())
+        if buffers:  # one foreach copy, not a kernel per BatchNorm buffer
+            torch._foreach_copy_(buffers, list(model.buffers()))
 
     def _averaged(self) -> nn.Module:
         if self.module is None:
