@@ -121,14 +121,14 @@ def _chunks(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
     order = sorted(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
     groups: list[list[int]] = []
     current: list[int] = []
+    width = height = 0  # the largest width and height in `current`, kept as it grows (not re-scanned per image)
     for number in order:
-        trial = [*current, number]
-        width = max(sizes[i][0] for i in trial)
-        height = max(sizes[i][1] for i in trial)
-        if current and 3 * width * height * len(trial) > _CHUNK_ELEMENTS:
+        wide, tall = max(width, sizes[number][0]), max(height, sizes[number][1])
+        if current and 3 * wide * tall * (len(current) + 1) > _CHUNK_ELEMENTS:
             groups.append(current)
-            trial = [number]
-        current = trial
+            current, (wide, tall) = [], sizes[number]
+        current.append(number)
+        width, height = wide, tall
     if current:
         groups.append(current)
     return groups

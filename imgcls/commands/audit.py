@@ -19,6 +19,7 @@ from imgcls.data.audit import (
     FINDINGS,
     HASH_BITS,
     HASH_SIZE,
+    MAX_IMBALANCE,
     TINY_PX,
     DataAudit,
     DuplicateGroup,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from imgcls.evaluate.label_audit import LabelAudit
 
 FAIL_EXIT_CODE = 5  # a finding named in --fail-on is present (0: none is; 1-4 and 130: imgcls's own errors)
-DEFAULT_MAX_IMBALANCE = 3.0  # largest / smallest training class above which `imbalance` is a finding
+DEFAULT_MAX_IMBALANCE = MAX_IMBALANCE  # --max-imbalance unless given
 DEFAULT_K = 8
 _OUTPUTS = (
     "audit.json",

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from rich.progress import track
 
+from imgcls.data.audit import MAX_IMBALANCE
 from imgcls.data.datablock import DataBundle
 from imgcls.data.dataset import BadItem
 from imgcls.data.images import read_image
@@ -206,10 +207,6 @@ def summarize(spec: Spec, console: Console, bs: int = 4, check: bool = False, st
     return len(bad)
 
 
-# `summary` warns when the largest training class has more than this many times the items of the smallest.
-IMBALANCE_RATIO = 3.0
-
-
 def _print_targets(console: Console, data: DataBundle) -> None:
     target = data.target
     if target.vocab:
@@ -223,7 +220,7 @@ def _print_targets(console: Console, data: DataBundle) -> None:
                 f"{listed} differ only in case: the vocab compares labels exactly, so they are "
                 f"{len(names)} classes; add data.labels.transforms: [lower] to make them one"
             )
-        warning = imbalance_warning(data)
+        warning = imbalance_warning(data, train)
         if warning is not None:
             console.warn(warning)
         if data.spec.sampler == "balanced":
@@ -232,15 +229,14 @@ def _print_targets(console: Console, data: DataBundle) -> None:
         console.info(f"targets           {target.describe()}")
 
 
-def imbalance_warning(data: DataBundle) -> str | None:
-    """A warning when the largest training class (or label) has more than IMBALANCE_RATIO x the items of the
-    smallest, with both counts and the spec keys that correct for it; None otherwise."""
-    train = data.class_counts(True)
+def imbalance_warning(data: DataBundle, train: dict[str, int]) -> str | None:
+    """A warning when the largest training class (or label) of the `train` counts has more than MAX_IMBALANCE x
+    the items of the smallest, with both counts and the spec keys that correct for it; None otherwise."""
     if len(train) < 2:
         return None
     largest, smallest = max(train, key=lambda n: train[n]), min(train, key=lambda n: train[n])
     ratio = train[largest] / max(train[smallest], 1)
-    if ratio <= IMBALANCE_RATIO:
+    if ratio <= MAX_IMBALANCE:
         return None
     target = data.target
     remedies = [f"train.loss.{target.weight_option}: auto"] if target.weight_option else []
@@ -249,5 +245,5 @@ def imbalance_warning(data: DataBundle) -> str | None:
     remedy = f"; consider {' or '.join(remedies)}" if remedies else ""
     return (
         f"class imbalance: the largest training class '{largest}' has {train[largest]} items, {ratio:.1f}x the "
-        f"{train[smallest]} of the smallest, '{smallest}' (more than {IMBALANCE_RATIO:g}x){remedy}"
+        f"{train[smallest]} of the smallest, '{smallest}' (more than {MAX_IMBALANCE:g}x){remedy}"
     )

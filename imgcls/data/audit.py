@@ -226,6 +226,10 @@ class DuplicateGroup:
         return {items[m].split for m in self.members}
 
 
+# Largest / smallest training class above which `imgcls summary` warns and `imgcls audit` reports a finding.
+MAX_IMBALANCE = 3.0
+
+
 @dataclass(frozen=True)
 class ClassCounts:
     """Items per label in each split (category and multi-label targets)."""

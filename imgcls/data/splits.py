@@ -105,22 +105,6 @@ def _file(items: ItemList, spec: FileSplit) -> SplitIndices:
     return _from_mask(valid)
 
 
-def split_from_names(items: ItemList, train: list[str], valid: list[str], where: str) -> SplitIndices:
-    """The split that lists its items by path relative to the data root (a run's split.json, `where`)."""
-    lookup = {items.relative(i): i for i in range(len(items))}
-    missing = [name for name in (*train, *valid) if name not in lookup]
-    if missing:
-        raise DataError(
-            f"{len(missing)} item(s) of {where} are no longer in the data, e.g. {', '.join(missing[:3])}",
-            hint="the dataset changed since the run was trained; evaluate on the same data or train again",
-        )
-    overlap = set(train) & set(valid)
-    if overlap:
-        raise DataError(f"{where} lists {len(overlap)} item(s) in both sets, e.g. {sorted(overlap)[0]}")
-    train_indices = np.sort(np.array([lookup[n] for n in train], dtype=np.int64))
-    return SplitIndices(train_indices, np.sort(np.array([lookup[n] for n in valid], dtype=np.int64)))
-
-
 def split_items(items: ItemList, spec: Split) -> SplitIndices:
     """Apply the spec's splitter and check that both sets are non-empty."""
     if isinstance(spec, RandomSplit):

@@ -128,14 +128,6 @@ def onnx_outputs(
     return np.asarray(actual), expected
 
 
-def onnx_difference(
-    model: nn.Module, path: Path, input_shape: tuple[int, ...], normalizer: Normalizer | None = None, batch: int = 3
-) -> float:
-    """max |onnxruntime - torch| over the outputs of a random batch of images."""
-    actual, expected = onnx_outputs(model, path, input_shape, normalizer, batch)
-    return float(abs(actual - expected).max())
-
-
 def same_decisions(target: Target, actual: np.ndarray, expected: np.ndarray, thresh: Threshold) -> bool:
     """Whether two sets of raw outputs give the same decisions (classes, labels at `thresh`, or values within
     the ONNX tolerance)."""
@@ -212,7 +204,6 @@ __all__ = [
     "ExportResult",
     "export_onnx",
     "export_run",
-    "onnx_difference",
     "onnx_outputs",
     "same_decisions",
 ]
